@@ -1,0 +1,1 @@
+"""auditgen: realistic simulated audit events, published to RabbitMQ with publisher confirms."""

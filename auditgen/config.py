@@ -1,0 +1,313 @@
+"""Settings: one table of every setting, read from twistd options, the environment and a .env file.
+
+Precedence is option > environment > .env file > default. Every value is checked here, before any port
+opens, so a typo stops start-up with one line that names the setting and the value instead of a
+service that half works.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from dotenv import dotenv_values
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where and how to reach RabbitMQ; the password stays out of repr and logs."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    vhost: str
+    tls: bool = False
+
+    def describe(self) -> str:
+        """The address for logs and /healthz, never the password."""
+        scheme = "amqps" if self.tls else "amqp"
+        vhost = "" if self.vhost == "/" else self.vhost
+        return f"{scheme}://{self.user}@{self.host}:{self.port}/{vhost}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to start; built only by load_settings, so always valid."""
+
+    broker: Broker
+    queue: str
+    app_port: int
+    prometheus_port: int
+    interval: float
+    outbox_max: int
+    max_unconfirmed: int
+    confirm_wait: float
+    connect_timeout: float
+    heartbeat: int
+    shutdown_timeout: float
+    max_body_bytes: int
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("expected a finite number of seconds, 0 or more")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise ValueError("expected a number of seconds greater than 0")
+    return value
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a non-empty value")
+    return text
+
+
+def _any_text(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: its environment variable, its twistd option, how to parse it and what it means."""
+
+    key: str
+    env: str
+    option: str
+    default: str | None
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("host", "RABBITMQ_HOST", "rabbitmq-host", "localhost", _text, "RabbitMQ host."),
+    Spec("port", "RABBITMQ_PORT", "rabbitmq-port", "5672", _port, "RabbitMQ port."),
+    Spec("user", "RABBITMQ_USER", "rabbitmq-user", "guest", _text, "RabbitMQ user."),
+    Spec(
+        "password",
+        "RABBITMQ_PASS",
+        "rabbitmq-pass",
+        "guest",
+        _any_text,
+        "RabbitMQ password (never logged or shown).",
+        secret=True,
+    ),
+    Spec("vhost", "RABBITMQ_VHOST", "rabbitmq-vhost", "/", _text, "RabbitMQ virtual host."),
+    Spec(
+        "url",
+        "RABBITMQ_URL",
+        "rabbitmq-url",
+        None,
+        _any_text,
+        "amqp:// or amqps:// URL; overrides host, port, user, password and vhost.",
+        secret=True,
+    ),
+    Spec(
+        "queue",
+        "RABBITMQ_QUEUE",
+        "rabbitmq-queue",
+        "audit_events",
+        _text,
+        "Queue to publish to (declared durable, no arguments).",
+    ),
+    Spec("app_port", "APP_PORT", "app-port", "5000", _port, "HTTP API port."),
+    Spec(
+        "prometheus_port",
+        "PROMETHEUS_PORT",
+        "prometheus-port",
+        "8000",
+        _port,
+        "Prometheus metrics port (path /metrics).",
+    ),
+    Spec(
+        "interval",
+        "EVENT_GENERATION_INTERVAL_SECONDS",
+        "interval",
+        "5",
+        _seconds,
+        "Seconds between generated events; 0 turns generation off.",
+    ),
+    Spec(
+        "outbox_max",
+        "AUDITGEN_OUTBOX_MAX",
+        "outbox-max",
+        "10000",
+        _positive_int,
+        "Events held while waiting for a broker confirm; when full, new events get 503.",
+    ),
+    Spec(
+        "max_unconfirmed",
+        "AUDITGEN_MAX_UNCONFIRMED",
+        "max-unconfirmed",
+        "1000",
+        _positive_int,
+        "Messages published but not yet confirmed, at most.",
+    ),
+    Spec(
+        "confirm_wait",
+        "AUDITGEN_CONFIRM_WAIT",
+        "confirm-wait",
+        "1",
+        _seconds,
+        "Seconds POST /generate_event waits for the confirm before answering 'queued'.",
+    ),
+    Spec(
+        "connect_timeout",
+        "AUDITGEN_CONNECT_TIMEOUT",
+        "connect-timeout",
+        "10",
+        _positive_seconds,
+        "Seconds allowed for the TCP connect, and again for the AMQP handshake.",
+    ),
+    Spec(
+        "heartbeat",
+        "AUDITGEN_HEARTBEAT",
+        "heartbeat",
+        "30",
+        _non_negative_int,
+        "AMQP heartbeat in seconds (0 turns it off).",
+    ),
+    Spec(
+        "shutdown_timeout",
+        "AUDITGEN_SHUTDOWN_TIMEOUT",
+        "shutdown-timeout",
+        "10",
+        _seconds,
+        "Seconds to wait for outstanding confirms on shutdown.",
+    ),
+    Spec(
+        "max_body_bytes",
+        "AUDITGEN_MAX_BODY_BYTES",
+        "max-body-bytes",
+        "1048576",
+        _positive_int,
+        "Largest request body the API accepts, in bytes.",
+    ),
+)
+
+_BROKER_KEYS = ("host", "port", "user", "password", "vhost")
+
+
+def _parse_url(url: str) -> Broker:
+    """Read an amqp(s):// URL the way RabbitMQ documents it: vhost is the percent-decoded path."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"malformed URL ({e})") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ValueError("expected a URL starting with amqp:// or amqps://")
+    if not parts.hostname:
+        raise ValueError("the URL names no host")
+    if parts.query or parts.fragment:
+        raise ValueError("query parameters and fragments are not supported in the URL")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    tls = parts.scheme == "amqps"
+    return Broker(
+        host=parts.hostname,
+        port=port or (5671 if tls else 5672),
+        user=unquote(parts.username) if parts.username is not None else "guest",
+        password=unquote(parts.password) if parts.password is not None else "guest",
+        vhost=unquote(path) if path else "/",
+        tls=tls,
+    )
+
+
+def _redact(spec: Spec, raw: str) -> str:
+    if spec.key == "url":
+        try:
+            parts = urlsplit(raw)
+            if parts.password is not None:
+                return raw.replace(f":{parts.password}@", ":***@", 1)
+        except ValueError:
+            return "<unparseable URL>"
+        return raw
+    return "***" if spec.secret else raw
+
+
+def read_dotenv(path: str | None) -> dict[str, str]:
+    """The .env file's values; a missing default file is fine, a missing named file is an error."""
+    if path is None:
+        candidate = Path(".env")
+        if not candidate.is_file():
+            return {}
+    else:
+        candidate = Path(path)
+        if not candidate.is_file():
+            raise ConfigError(f"--env-file: {path!r} is not a readable file")
+    return {k: v for k, v in dotenv_values(candidate).items() if v is not None}
+
+
+def load_settings(
+    options: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    dotenv: Mapping[str, str],
+) -> Settings:
+    """Merge the sources by precedence and check every value; raise ConfigError on the first bad one."""
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        raw, source = options.get(spec.option), f"--{spec.option}"
+        if raw is None and spec.env in environ:
+            raw, source = environ[spec.env], f"{spec.env} (environment)"
+        if raw is None and spec.env in dotenv:
+            raw, source = dotenv[spec.env], f"{spec.env} (.env file)"
+        if raw is None:
+            raw, source = spec.default, f"{spec.env} (default)"
+        if raw is None:
+            values[spec.key] = None
+            continue
+        try:
+            values[spec.key] = _parse_url(raw) if spec.key == "url" else spec.parse(raw)
+        except ValueError as e:
+            raise ConfigError(f"invalid {source}: {_redact(spec, raw)!r}: {e}") from None
+    url: Broker | None = values.pop("url")
+    broker = url or Broker(**{k: values[k] for k in _BROKER_KEYS})
+    for k in _BROKER_KEYS:
+        del values[k]
+    return Settings(broker=broker, **values)

@@ -1,0 +1,128 @@
+"""Settings: precedence, parsing and the errors that stop start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from auditgen.config import SPECS, ConfigError, load_settings, read_dotenv
+
+
+def test_defaults_match_the_legacy_service() -> None:
+    """With nothing set, the service talks to localhost:5672 as guest and publishes to audit_events."""
+    s = load_settings({}, {}, {})
+    assert (s.broker.host, s.broker.port, s.broker.user, s.broker.password, s.broker.vhost) == (
+        "localhost",
+        5672,
+        "guest",
+        "guest",
+        "/",
+    )
+    assert not s.broker.tls
+    assert (s.queue, s.app_port, s.prometheus_port, s.interval) == ("audit_events", 5000, 8000, 5.0)
+    assert s.outbox_max == 10_000
+
+
+def test_option_beats_environment_beats_dotenv_beats_default() -> None:
+    """Each source overrides the ones below it, setting by setting."""
+    options = {"app-port": "7001"}
+    environ = {"APP_PORT": "7002", "PROMETHEUS_PORT": "7003"}
+    dotenv = {"APP_PORT": "7004", "PROMETHEUS_PORT": "7005", "RABBITMQ_QUEUE": "from_dotenv"}
+    s = load_settings(options, environ, dotenv)
+    assert s.app_port == 7001
+    assert s.prometheus_port == 7003
+    assert s.queue == "from_dotenv"
+    assert s.broker.host == "localhost"
+
+
+def test_interval_is_a_float_and_zero_turns_generation_off() -> None:
+    """EVENT_GENERATION_INTERVAL_SECONDS takes fractions, and 0 is allowed."""
+    assert load_settings({}, {"EVENT_GENERATION_INTERVAL_SECONDS": "0.25"}, {}).interval == 0.25
+    assert load_settings({"interval": "0"}, {}, {}).interval == 0.0
+
+
+@pytest.mark.parametrize(
+    ("options", "environ", "expected"),
+    [
+        ({}, {"RABBITMQ_PORT": "abc"}, "invalid RABBITMQ_PORT (environment): 'abc'"),
+        ({}, {"RABBITMQ_PORT": "70000"}, "invalid RABBITMQ_PORT (environment): '70000'"),
+        ({"interval": "-1"}, {}, "invalid --interval: '-1'"),
+        ({"interval": "nan"}, {}, "invalid --interval: 'nan'"),
+        ({}, {"EVENT_GENERATION_INTERVAL_SECONDS": "soon"}, "EVENT_GENERATION_INTERVAL_SECONDS"),
+        ({}, {"APP_PORT": ""}, "invalid APP_PORT (environment): ''"),
+        ({}, {"RABBITMQ_QUEUE": "  "}, "invalid RABBITMQ_QUEUE (environment)"),
+        ({}, {"RABBITMQ_URL": "http://host/"}, "amqp:// or amqps://"),
+        ({}, {"RABBITMQ_URL": "amqp://"}, "names no host"),
+        ({}, {"RABBITMQ_URL": "amqp://h:99999/"}, "malformed URL"),
+        ({"outbox-max": "0"}, {}, "invalid --outbox-max: '0'"),
+    ],
+)
+def test_bad_values_name_the_setting_and_the_value(
+    options: dict[str, str], environ: dict[str, str], expected: str
+) -> None:
+    """A bad value is refused with one line that says which setting, from where, and the value."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(options, environ, {})
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_url_overrides_the_five_broker_settings() -> None:
+    """RABBITMQ_URL replaces host, port, user, password and vhost, with percent-decoding."""
+    s = load_settings(
+        {},
+        {"RABBITMQ_HOST": "ignored", "RABBITMQ_URL": "amqps://app%40x:p%2Fw@rabbit.example:5673/prod%2Fa"},
+        {},
+    )
+    assert (s.broker.host, s.broker.port, s.broker.user, s.broker.password, s.broker.vhost) == (
+        "rabbit.example",
+        5673,
+        "app@x",
+        "p/w",
+        "prod/a",
+    )
+    assert s.broker.tls
+
+
+def test_url_defaults_port_by_scheme_and_vhost_to_root() -> None:
+    """amqp:// defaults to 5672 and amqps:// to 5671; an empty path means vhost /."""
+    assert load_settings({}, {"RABBITMQ_URL": "amqp://h"}, {}).broker.port == 5672
+    tls = load_settings({}, {"RABBITMQ_URL": "amqps://h/"}, {}).broker
+    assert (tls.port, tls.vhost) == (5671, "/")
+
+
+def test_password_never_appears_in_errors_or_repr() -> None:
+    """The password is a secret: not in a config error about the URL, not in the settings' repr."""
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, {"RABBITMQ_URL": "amqp://u:s3cret@h:notaport/"}, {})
+    assert "s3cret" not in str(info.value)
+    s = load_settings({}, {"RABBITMQ_PASS": "s3cret"}, {})
+    assert s.broker.password == "s3cret"
+    assert "s3cret" not in repr(s)
+    assert "s3cret" not in s.broker.describe()
+
+
+def test_dotenv_file_is_read_and_a_missing_named_file_is_an_error(tmp_path: Path) -> None:
+    """--env-file names a file that must exist; its values feed the settings."""
+    env_file = tmp_path / "custom.env"
+    env_file.write_text("RABBITMQ_QUEUE=from_file\n# comment\nAPP_PORT=5999\n")
+    values = read_dotenv(str(env_file))
+    assert load_settings({}, {}, values).queue == "from_file"
+    with pytest.raises(ConfigError, match="not a readable file"):
+        read_dotenv(str(tmp_path / "missing.env"))
+
+
+def test_default_dotenv_is_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --env-file, ./.env is read when it exists and ignored when it does not."""
+    monkeypatch.chdir(tmp_path)
+    assert read_dotenv(None) == {}
+    (tmp_path / ".env").write_text("RABBITMQ_USER=ops\n")
+    assert read_dotenv(None) == {"RABBITMQ_USER": "ops"}
+
+
+def test_every_setting_has_a_distinct_env_var_and_option() -> None:
+    """The settings table is the single source of names for options, variables and docs."""
+    assert len({s.env for s in SPECS}) == len(SPECS)
+    assert len({s.option for s in SPECS}) == len(SPECS)
