@@ -1,0 +1,422 @@
+"""The publisher: one AMQP connection in confirm mode that drains the outbox into the queue.
+
+It keeps at most `max_unconfirmed` messages in flight, settles an entry only on the broker's ack and puts
+it back on a nack, a return or a lost connection. It reconnects on its own with capped, jittered
+exponential backoff, and logs one line per change of state, never one per retry.
+
+pika's Twisted adapter ignores host, port and timeouts in its parameters, so the endpoint carries the
+connect timeout and the whole AMQP setup (handshake, channel, confirm mode, queue) has its own deadline.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pika
+from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
+from pika.exceptions import AMQPConnectionError, NackError, UnroutableError
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from auditgen.config import Broker
+from auditgen.metrics import Metrics
+from auditgen.outbox import Entry, Outbox
+
+APP_ID = "audit-event-generator"
+
+
+class Backoff:
+    """Exponential delays with equal jitter, capped, so many clients do not reconnect in step."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempts = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        """The delay before the next attempt; each call doubles the ceiling up to the cap."""
+        ceiling = min(self.cap, self.base * 2 ** min(self.attempts, 32))
+        self.attempts += 1
+        return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
+
+    def reset(self) -> None:
+        """A connection worked: the next failure starts from the base again."""
+        self.attempts = 0
+
+
+def describe_error(reason: BaseException | Failure | None) -> str:
+    """A one-line reason for logs and /healthz, without secrets (pika's errors carry none)."""
+    if isinstance(reason, Failure):
+        reason = reason.value
+    if reason is None:
+        return "connection closed"
+    text = str(reason) or repr(reason)
+    return f"{type(reason).__name__}: {text}"
+
+
+class _Connection(TwistedProtocolConnection):  # type: ignore[misc]
+    """pika's Twisted protocol, keeping the real reason a connection ended.
+
+    The adapter replaces the reason of a closed connection (the broker's Connection.Close, our own) with
+    the TCP-level ConnectionDone, and a failed handshake's with a bare count of attempts; an operator needs
+    "ACCESS_REFUSED" or "CONNECTION_FORCED" instead.
+    """
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        pending = self._impl._error
+        if pending is not None and reason.check(ConnectionDone):
+            reason = Failure(pending)
+        super().connectionLost(reason)
+
+    def _on_connection_failed(self, _connection: Any, error: BaseException | None = None) -> None:
+        d: defer.Deferred[Any] | None = self.ready  # type: ignore[has-type]
+        self.ready = None
+        if d is not None:
+            d.errback(error if isinstance(error, BaseException) else AMQPConnectionError(error))
+
+
+class _OneConnection(Factory):
+    """Hands the endpoint our protocol, quietly: connectProtocol's factory logs two lines per attempt."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        return self._protocol
+
+
+class Publisher(Service):
+    """Owns the connection and the channel, and moves entries from the outbox to the broker."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        broker: Broker,
+        queue: str,
+        outbox: Outbox,
+        metrics: Metrics,
+        max_unconfirmed: int = 1000,
+        connect_timeout: float = 10.0,
+        heartbeat: int = 30,
+        shutdown_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        endpoint_factory: Callable[[], IStreamClientEndpoint] | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._clock: IReactorTime = reactor
+        self._broker = broker
+        self._queue = queue
+        self._outbox = outbox
+        self._metrics = metrics
+        self._max_unconfirmed = max_unconfirmed
+        self._connect_timeout = connect_timeout
+        self._heartbeat = heartbeat
+        self._shutdown_timeout = shutdown_timeout
+        self._backoff = backoff or Backoff()
+        self._endpoint_factory = endpoint_factory or self._endpoint
+        self._conn: TwistedProtocolConnection | None = None
+        self._channel: TwistedChannel | None = None
+        self._unconfirmed: dict[Entry, float] = {}
+        self._returned: set[str] = set()
+        self._redeclaring = False
+        self._stopping = False
+        self._loop: defer.Deferred[None] | None = None
+        self._pause: defer.Deferred[None] | None = None
+        self._attempt: defer.Deferred[Any] | None = None
+        self._lost: defer.Deferred[Any] | None = None
+        self._drained: defer.Deferred[None] | None = None
+        self._ever_connected = False
+        self._failing = False
+        self.last_error: str | None = None
+
+    # -- state seen by /healthz and the metrics ------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the channel is open in confirm mode, i.e. a publish can be confirmed."""
+        return self._channel is not None and bool(self._channel.is_open)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Messages published on the current channel and not yet confirmed."""
+        return len(self._unconfirmed)
+
+    @property
+    def address(self) -> str:
+        """The broker address, without the password."""
+        return self._broker.describe()
+
+    # -- service lifecycle --------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._stopping = False
+        self._outbox.set_listener(self._pump)
+        self._loop = defer.ensureDeferred(self._run())
+        self._loop.addErrback(lambda f: self.log.failure("publisher loop crashed", f))
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        """Wait (bounded) for the outbox to drain, then close the connection with Connection.Close."""
+        self._stopping = True
+        if self.connected and len(self._outbox) > 0:
+            self._drained = defer.Deferred()
+            self._drained.addTimeout(self._shutdown_timeout, self._clock, onTimeoutCancel=lambda r, t: None)
+            await self._drained
+            if len(self._outbox):
+                self.log.warn(
+                    "shutting down with {count} events not confirmed by the broker", count=len(self._outbox)
+                )
+        for pending in (self._pause, self._attempt):
+            if pending is not None:
+                pending.cancel()
+        conn = self._conn
+        if conn is not None and not conn.is_closed:
+            closed = conn.closed or defer.succeed(None)
+            if conn.is_open:
+                conn.close()
+            closed.addTimeout(self._shutdown_timeout, self._clock)
+            try:
+                await closed
+            except defer.TimeoutError:
+                self._abort(conn)
+        self._outbox.set_listener(None)
+        if self._loop is not None:
+            await self._loop
+
+    # -- connection loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Connect, publish until the connection or channel is lost, back off, and again."""
+        while not self._stopping:
+            try:
+                self._attempt = defer.ensureDeferred(self._open())
+                self._attempt.addTimeout(self._connect_timeout * 2, self._clock)
+                conn, channel = await self._attempt
+            except Exception as e:
+                self._attempt = None
+                if self._conn is not None:
+                    self._abort(self._conn)
+                    self._conn = None
+                if self._stopping:
+                    break
+                self._note_failure(describe_error(e))
+                await self._sleep(self._backoff.next())
+                continue
+            self._attempt = None
+            self._lost = lost = defer.Deferred[Any]()
+            conn.closed.addBoth(self._fire_lost)
+            channel.on_closed.addBoth(self._fire_lost)
+            self._on_open(conn, channel)
+            reason = await lost
+            self._on_lost(conn, reason)
+            if not self._stopping:
+                await self._sleep(self._backoff.next())
+
+    async def _open(self) -> tuple[TwistedProtocolConnection, TwistedChannel]:
+        """TCP connect (endpoint timeout), then handshake, channel, confirm mode and queue declaration."""
+        params = pika.ConnectionParameters(
+            credentials=pika.PlainCredentials(self._broker.user, self._broker.password),
+            virtual_host=self._broker.vhost,
+            heartbeat=self._heartbeat,
+            client_properties={"connection_name": "auditgen"},
+        )
+        conn = _Connection(params, custom_reactor=self._reactor)
+        self._conn = conn
+        ready = conn.ready
+        assert ready is not None
+        await self._endpoint_factory().connect(_OneConnection(conn))
+        await ready
+        channel: TwistedChannel = await conn.channel()
+        await channel.confirm_delivery()
+        await channel.queue_declare(queue=self._queue, durable=True)
+        channel.add_on_return_callback(self._on_return)
+        return conn, channel
+
+    def _endpoint(self) -> IStreamClientEndpoint:
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self._reactor, self._broker.host, self._broker.port, timeout=self._connect_timeout
+        )
+        if self._broker.tls:
+            endpoint = wrapClientTLS(optionsForClientTLS(self._broker.host), endpoint)
+        return endpoint
+
+    def _abort(self, conn: TwistedProtocolConnection) -> None:
+        transport = conn.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait before the next attempt; stopService cuts the wait short."""
+        self._pause = pause = defer.Deferred[None](lambda _: call.cancel())
+        call = self._clock.callLater(seconds, pause.callback, None)
+        try:
+            await pause
+        except defer.CancelledError:
+            pass
+        finally:
+            self._pause = None
+
+    def _fire_lost(self, reason: Any) -> Any:
+        if self._lost is not None and not self._lost.called:
+            self._lost.callback(reason)
+        return reason
+
+    def _note_failure(self, reason: str) -> None:
+        self.last_error = reason
+        if not self._failing:
+            self._failing = True
+            self.log.warn(
+                "cannot reach RabbitMQ at {address}: {reason}; retrying with backoff (up to 30 s)",
+                address=self.address,
+                reason=reason,
+            )
+
+    def _on_open(self, conn: TwistedProtocolConnection, channel: TwistedChannel) -> None:
+        self._conn = conn
+        self._channel = channel
+        self._failing = False
+        self._backoff.reset()
+        self._metrics.connection_status.set(1)
+        if self._ever_connected:
+            self._metrics.reconnects.inc()
+        self._ever_connected = True
+        self.log.info(
+            "connected to RabbitMQ at {address}, publishing to queue {queue!r} with confirms; "
+            "{count} events waiting",
+            address=self.address,
+            queue=self._queue,
+            count=len(self._outbox),
+        )
+        self._pump()
+
+    def _on_lost(self, conn: TwistedProtocolConnection, reason: Any) -> None:
+        """Everything in flight goes back to the outbox, in order, for the next connection."""
+        self._channel = None
+        self._lost = None
+        requeued = list(self._unconfirmed)
+        self._unconfirmed.clear()
+        self._returned.clear()
+        self._redeclaring = False
+        self._outbox.retry(requeued)
+        self._metrics.connection_status.set(0)
+        self._metrics.unconfirmed.set(0)
+        if conn.is_open:
+            conn.close()
+        self._conn = None
+        if self._stopping:
+            self.log.info("disconnected from RabbitMQ")
+            return
+        self.last_error = describe_error(reason)
+        self._failing = True
+        self.log.warn(
+            "lost the connection to RabbitMQ ({reason}); {count} unconfirmed events will be sent again; "
+            "reconnecting",
+            reason=self.last_error,
+            count=len(requeued),
+        )
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Publish waiting entries while the window allows."""
+        channel = self._channel
+        while channel is not None and len(self._unconfirmed) < self._max_unconfirmed:
+            entry = self._outbox.take()
+            if entry is None:
+                break
+            properties = pika.BasicProperties(
+                content_type="application/json",
+                delivery_mode=2,
+                message_id=entry.event_id,
+                type=entry.event_type,
+                app_id=APP_ID,
+                timestamp=int(entry.created),
+            )
+            try:
+                d = channel.basic_publish("", self._queue, entry.body, properties=properties, mandatory=True)
+            except Exception as e:
+                # pika raises ChannelWrongStateError synchronously when the channel just closed.
+                self._outbox.retry([entry])
+                self._fire_lost(e)
+                return
+            self._unconfirmed[entry] = self._clock.seconds()
+            d.addCallbacks(
+                self._on_confirm,
+                self._on_refused,
+                callbackArgs=(entry, channel),
+                errbackArgs=(entry, channel),
+            )
+        self._metrics.unconfirmed.set(len(self._unconfirmed))
+
+    def _on_confirm(self, _frame: Any, entry: Entry, channel: TwistedChannel) -> None:
+        if channel is not self._channel or entry not in self._unconfirmed:
+            return
+        sent = self._unconfirmed.pop(entry)
+        if entry.event_id in self._returned:
+            # Acked after a Basic.Return: the broker had no queue for it. Send it again.
+            self._returned.discard(entry.event_id)
+            self._outbox.retry([entry])
+        else:
+            self._metrics.confirm_latency.observe(self._clock.seconds() - sent)
+            self._outbox.settle(entry)
+        self._after_settle()
+
+    def _on_refused(self, failure: Failure, entry: Entry, channel: TwistedChannel) -> None:
+        if failure.check(UnroutableError):
+            # An ack after a return; pika pins the return on whichever delivery is acked next, so
+            # _on_return's record, by message_id, decides which event goes again.
+            self._on_confirm(None, entry, channel)
+        elif failure.check(NackError):
+            if channel is not self._channel or entry not in self._unconfirmed:
+                return
+            self._unconfirmed.pop(entry)
+            self._metrics.published_failure.inc()
+            self.log.warn("broker refused (nack) event {event_id}; sending it again", event_id=entry.event_id)
+            self._outbox.retry([entry])
+            self._after_settle()
+        # Anything else means the channel closed: _on_lost puts every unconfirmed entry back, in order.
+
+    def _after_settle(self) -> None:
+        if self._drained is not None and len(self._outbox) == 0 and not self._drained.called:
+            self._drained.callback(None)
+        self._pump()
+
+    def _on_return(self, message: Any) -> None:
+        """A mandatory publish found no queue (deleted under us): declare it again, resend on the ack."""
+        message_id = message.properties.message_id
+        if message_id:
+            self._returned.add(message_id)
+        self._metrics.returned.inc()
+        channel = self._channel
+        if channel is not None and not self._redeclaring:
+            self._redeclaring = True
+            self.log.warn("queue {queue!r} is missing; declaring it again", queue=self._queue)
+            d = channel.queue_declare(queue=self._queue, durable=True)
+            d.addBoth(self._redeclared)
+
+    def _redeclared(self, result: Any) -> None:
+        self._redeclaring = False
+        if isinstance(result, Failure):
+            self.log.warn(
+                "could not declare queue {queue!r}: {reason}",
+                queue=self._queue,
+                reason=describe_error(result),
+            )
