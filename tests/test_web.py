@@ -1,0 +1,265 @@
+"""The HTTP API, in memory: StubTreq against the Klein resource, a Clock for the confirm wait."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+
+from auditgen.events import SOURCE_API, Catalog, EventFactory
+from auditgen.metrics import Metrics
+from auditgen.outbox import Outbox
+from auditgen.web import AuditAPI
+
+JSON = {"Content-Type": "application/json"}
+
+
+@dataclass
+class FakeHealth:
+    connected: bool = True
+    unconfirmed: int = 0
+    last_error: str | None = None
+    address: str = "amqp://guest@localhost:5672/"
+
+
+class Harness:
+    """An API over a real outbox, with the broker played by the test (take + settle)."""
+
+    def __init__(self, capacity: int = 10, confirm_wait: float = 1.0, max_body_bytes: int = 1024) -> None:
+        self.clock = Clock()
+        self.metrics = Metrics()
+        self.outbox = Outbox(capacity, self.metrics, self.clock)
+        self.health = FakeHealth()
+        api = AuditAPI(
+            EventFactory(Catalog.builtin()),
+            self.outbox,
+            self.health,
+            self.metrics.registry,
+            self.clock,
+            confirm_wait=confirm_wait,
+            max_body_bytes=max_body_bytes,
+        )
+        self.stub = StubTreq(api.app.resource())
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: Any = None) -> Any:
+        """Send a request and run the in-memory transport until it is answered; return the response."""
+        d = self.stub.request(method, f"http://auditgen{path}", data=body, headers=headers)
+        self.stub.flush()
+        return d
+
+    def confirm_all(self) -> list[str]:
+        """Play the broker: every waiting entry is published and acked."""
+        ids = []
+        while (entry := self.outbox.take()) is not None:
+            self.outbox.settle(entry)
+            ids.append(entry.event_id)
+        self.stub.flush()
+        return ids
+
+    def answer(self, d: Any) -> tuple[int, dict[str, Any], Any]:
+        """The response's code, JSON body and headers; the response must have completed."""
+        self.stub.flush()
+        result: list[Any] = []
+        d.addBoth(result.append)
+        assert result, "no response yet"
+        response = result[0]
+        if not hasattr(response, "code"):
+            response.raiseException()
+        body: list[bytes] = []
+        response.content().addCallback(body.append)
+        self.stub.flush()
+        return response.code, json.loads(body[0]), response.headers
+
+
+def answered(d: Any) -> bool:
+    """Whether the response has arrived (without consuming it)."""
+    seen: list[Any] = []
+    d.addBoth(lambda r: seen.append(r) or r)
+    return bool(seen)
+
+
+def post(h: Harness, payload: Any, headers: Any = JSON) -> Any:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return h.request("POST", "/generate_event", body, headers)
+
+
+def test_accepted_event_is_answered_success_after_the_broker_confirms() -> None:
+    """202 success comes only once the broker acked, and names the event the outbox holds."""
+    h = Harness()
+    d = post(h, {"event_type": "user_login"})
+    h.stub.flush()
+    assert not answered(d), "answered before the confirm"
+    ids = h.confirm_all()
+    code, body, headers = h.answer(d)
+    assert code == 202
+    assert body == {"status": "success", "event_id": ids[0]}
+    assert headers.getRawHeaders("content-type") == ["application/json"]
+
+
+def test_unconfirmed_event_is_answered_queued_after_the_wait() -> None:
+    """Without a confirm within the wait, 202 queued; the event stays in the outbox for the publisher."""
+    h = Harness(confirm_wait=0.5)
+    d = post(h, {"event_type": "sudo_command"})
+    h.clock.advance(0.49)
+    h.stub.flush()
+    assert not answered(d)
+    h.clock.advance(0.02)
+    code, body, _ = h.answer(d)
+    assert (code, body["status"]) == (202, "queued")
+    assert len(h.outbox) == 1
+    assert h.confirm_all() == [body["event_id"]]
+
+
+def test_event_fields_are_filled_from_the_template() -> None:
+    """Left-out fields come from the event_type's template; the event is marked as triggered by the API."""
+    h = Harness()
+    post(h, {"event_type": "user_login", "action_result": "FAILURE", "user_id": "mallory"})
+    entry = h.outbox.take()
+    assert entry is not None
+    event = json.loads(entry.body)
+    assert event["source_service"] == SOURCE_API
+    assert (event["event_type"], event["action_result"], event["severity"]) == (
+        "user_login",
+        "FAILURE",
+        "WARNING",
+    )
+    assert event["user_id"] == "mallory"
+    assert {"reason", "ip_address", "protocol"} <= set(event["details"])
+    assert event["server_hostname"]
+
+
+def test_unknown_event_type_gets_defaults_and_extra_fields_are_kept() -> None:
+    """No template: INFO, SUCCESS, empty details; fields the service does not know travel unchanged."""
+    h = Harness()
+    post(h, {"event_type": "custom_thing", "ticket": "OPS-1", "labels": ["a", "b"]})
+    entry = h.outbox.take()
+    assert entry is not None
+    event = json.loads(entry.body)
+    assert (event["severity"], event["action_result"], event["details"]) == ("INFO", "SUCCESS", {})
+    assert (event["ticket"], event["labels"]) == ("OPS-1", ["a", "b"])
+
+
+def test_full_outbox_answers_503_with_retry_after_and_accepts_nothing() -> None:
+    """When the outbox is full the caller learns it at once, and nothing half-accepted is kept."""
+    h = Harness(capacity=1)
+    post(h, {"event_type": "a"})
+    code, body, headers = h.answer(post(h, {"event_type": "b"}))
+    assert code == 503
+    assert "outbox full" in body["error"]
+    assert headers.getRawHeaders("retry-after") == ["1"]
+    assert len(h.outbox) == 1
+    assert (
+        h.metrics.registry.get_sample_value("audit_events_generator_dropped_total", {"reason": "outbox_full"})
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "request body is empty"),
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object, not list"),
+        (b'"user_login"', "must be a JSON object, not str"),
+        (b"{}", "event_type is required"),
+        (b'{"event_type": ""}', "event_type must be a non-empty string"),
+        (b'{"event_type": 7}', "event_type must be a non-empty string"),
+        (b'{"event_type": "x", "user_id": 5}', "user_id must be a non-empty string"),
+        (b'{"event_type": "x", "severity": null}', "severity must be a non-empty string"),
+        (b'{"event_type": "x", "details": "no"}', "details must be a JSON object"),
+        (b'{"event_type": "x", "event_id": "mine"}', "event_id cannot be set by the caller"),
+        (b'{"event_type": "x", "event_type": "y"}', "duplicate key 'event_type'"),
+        (b'{"event_type": "x", "n": NaN}', "NaN is not a valid JSON number"),
+        (b'{"event_type": "x", "n": -Infinity}', "-Infinity is not a valid JSON number"),
+        (b'{"event_type": "\xff"}', "not valid UTF-8"),
+        (b'{"event_type": "x", "n": ' + b"9" * 5000 + b"}", "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_bad_bodies_get_400_saying_what_is_wrong(body: bytes, message: str) -> None:
+    """Every malformed request is refused with a JSON error naming the problem, and nothing is queued."""
+    h = Harness(max_body_bytes=1_000_000)
+    code, answer, headers = h.answer(post(h, body))
+    assert code == 400
+    assert message in answer["error"]
+    assert headers.getRawHeaders("content-type") == ["application/json"]
+    assert len(h.outbox) == 0
+
+
+def test_non_json_content_type_gets_415_and_missing_content_type_is_json() -> None:
+    """curl's default form encoding is refused clearly; a body with no Content-Type is read as JSON."""
+    h = Harness()
+    code, body, _ = h.answer(
+        post(h, {"event_type": "x"}, {"Content-Type": "application/x-www-form-urlencoded"})
+    )
+    assert code == 415
+    assert "application/json" in body["error"]
+    d = post(h, {"event_type": "x"}, headers={})
+    h.confirm_all()
+    assert h.answer(d)[0] == 202
+    d = post(h, {"event_type": "x"}, headers={"Content-Type": "application/json; charset=utf-8"})
+    h.confirm_all()
+    assert h.answer(d)[0] == 202
+
+
+def test_body_over_the_limit_gets_413() -> None:
+    """A body larger than the configured limit is refused, not parsed."""
+    h = Harness(max_body_bytes=100)
+    code, body, _ = h.answer(post(h, {"event_type": "x", "pad": "y" * 200}))
+    assert code == 413
+    assert "100 bytes" in body["error"]
+    assert len(h.outbox) == 0
+
+
+def test_unknown_path_and_wrong_method_answer_json() -> None:
+    """404 and 405 are JSON too, and 405 says which methods the path takes."""
+    h = Harness()
+    code, body, _ = h.answer(h.request("GET", "/nope"))
+    assert code == 404
+    assert "/nope" in body["error"]
+    code, body, headers = h.answer(h.request("GET", "/generate_event"))
+    assert code == 405
+    assert headers.getRawHeaders("allow") == ["POST"]
+    assert "POST" in body["error"]
+
+
+def test_healthz_reflects_the_broker_link() -> None:
+    """200 healthy while the channel is open; 503 unhealthy with the last error when it is not."""
+    h = Harness()
+    code, body, _ = h.answer(h.request("GET", "/healthz"))
+    assert code == 200
+    assert body["status"] == "healthy"
+    assert body["rabbitmq_connected"] is True
+    assert (body["outbox_depth"], body["outbox_capacity"]) == (0, 10)
+    h.health.connected = False
+    h.health.last_error = "ConnectionRefusedError: refused"
+    post(h, {"event_type": "x"})
+    code, body, _ = h.answer(h.request("GET", "/healthz"))
+    assert code == 503
+    assert (body["status"], body["rabbitmq_connected"]) == ("unhealthy", False)
+    assert body["last_error"] == "ConnectionRefusedError: refused"
+    assert body["outbox_depth"] == 1
+
+
+def test_metrics_on_the_api_port() -> None:
+    """/metrics on the API port serves the same registry as the metrics port."""
+    h = Harness()
+    d = post(h, {"event_type": "user_login", "server_hostname": "h1", "action_result": "SUCCESS"})
+    h.confirm_all()
+    h.answer(d)
+    response: list[Any] = []
+    h.request("GET", "/metrics").addCallback(response.append)
+    h.stub.flush()
+    text: list[str] = []
+    response[0].text().addCallback(text.append)
+    h.stub.flush()
+    assert response[0].code == 200
+    assert (
+        "audit_events_generator_events_total"
+        '{action_result="SUCCESS",event_type="user_login",server_hostname="h1"} 1.0' in text[0]
+    )
+    assert "audit_events_generator_published_success_total 1.0" in text[0]
