@@ -1,0 +1,160 @@
+"""The installed twistd plugin: discoverable, documented, refuses bad settings, runs and stops cleanly.
+
+These run the `twistd` next to this Python, so they test the installed package (`pip install .`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet.error import ConnectError
+from twisted.internet.threads import deferToThread
+
+from auditgen.config import SPECS
+from tests.conftest import BROKER_HOST, BROKER_PORT, drain_queue, free_port, wait_for
+
+TWISTD = str(Path(sys.executable).parent / "twistd")
+
+
+def run_twistd(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TWISTD, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_plugin_is_listed_and_every_option_documented(tmp_path: Path) -> None:
+    """`twistd --help` lists auditgen and `twistd -n auditgen --help` documents every setting."""
+    listing = run_twistd("--help", cwd=tmp_path)
+    assert "auditgen" in listing.stdout
+    usage = run_twistd("-n", "auditgen", "--help", cwd=tmp_path)
+    assert usage.returncode == 0
+    for spec in SPECS:
+        assert f"--{spec.option}" in usage.stdout
+        assert spec.env in usage.stdout
+
+
+def test_importing_the_plugin_imports_neither_reactor_nor_service(tmp_path: Path) -> None:
+    """The plugin file only names auditgen.tap, so plugin discovery never installs a reactor."""
+    code = (
+        "import sys; import twisted.plugins.auditgen_plugin as p; "
+        "assert p.auditgen.tapname == 'auditgen'; "
+        "heavy = ('twisted.internet.reactor', 'auditgen.tap', 'pika', 'klein'); "
+        "bad = [m for m in heavy if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path: Path) -> None:
+    """RABBITMQ_PORT=abc exits non-zero before listening, naming the variable and the value."""
+    app_port = free_port()
+    result = run_twistd(
+        "-n", "--pidfile=", "auditgen", f"--app-port={app_port}", cwd=tmp_path, env={"RABBITMQ_PORT": "abc"}
+    )
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "RABBITMQ_PORT" in line]
+    assert any("'abc'" in line for line in lines), result.stdout + result.stderr
+
+
+async def _get_json(url: str) -> tuple[int, Any]:
+    response = await treq.get(url, persistent=False)
+    return response.code, json.loads(await response.text())
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_twistd_runs_the_service_and_sigterm_stops_it(tmp_path: Path, queue_name: str) -> None:
+    """In the foreground: /healthz turns 200, events reach the queue, metrics count them, SIGTERM exits 0."""
+    app_port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            TWISTD, "-n", "--pidfile=", "auditgen",
+            f"--app-port={app_port}", f"--prometheus-port={metrics_port}", "--interval=0.05",
+            f"--rabbitmq-host={BROKER_HOST}", f"--rabbitmq-port={BROKER_PORT}",
+            f"--rabbitmq-queue={queue_name}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+
+        async def healthy() -> bool:
+            assert process.poll() is None, "twistd exited"
+            try:
+                return (await _get_json(f"http://127.0.0.1:{app_port}/healthz"))[0] == 200
+            except (ConnectionError, ConnectError):
+                return False
+
+        await wait_for(healthy, timeout=30, what="/healthz to answer 200")
+        response = await treq.post(
+            f"http://127.0.0.1:{app_port}/generate_event",
+            json={"event_type": "user_login", "user_id": "twistd-test"},
+            persistent=False,
+        )
+        answer = json.loads(await response.text())
+        assert (response.code, answer["status"]) == (202, "success")
+        metrics = await (await treq.get(f"http://127.0.0.1:{metrics_port}/metrics", persistent=False)).text()
+        assert "audit_events_generator_published_success_total" in metrics
+        process.send_signal(signal.SIGTERM)
+        await wait_for(lambda: process.poll() is not None, timeout=20, what="twistd to exit")
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output = process.communicate()[0]
+    assert "connected to RabbitMQ" in output
+    assert "guest" not in output.replace("amqp://guest@", "")
+    messages = await deferToThread(drain_queue, queue_name)
+    events = [json.loads(body) for _, body in messages]
+    assert answer["event_id"] in {e["event_id"] for e in events}
+    assert sum(e["source_service"] == "audit-event-generator" for e in events) >= 1
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_twistd_daemonizes_with_pidfile_and_logfile(tmp_path: Path) -> None:
+    """Plain `twistd auditgen` detaches, writes its pidfile and log, and SIGTERM ends it."""
+    app_port, metrics_port = free_port(), free_port()
+    pidfile, logfile = tmp_path / "auditgen.pid", tmp_path / "auditgen.log"
+    result = run_twistd(
+        f"--pidfile={pidfile}", f"--logfile={logfile}", "auditgen",
+        f"--app-port={app_port}", f"--prometheus-port={metrics_port}", "--interval=0",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    await wait_for(pidfile.exists, timeout=20, what="the pidfile")
+    pid = int(pidfile.read_text())
+    try:
+        await wait_for(
+            lambda: "connected to RabbitMQ" in logfile.read_text(), timeout=20, what="the connect line"
+        )
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    await wait_for(gone, timeout=20, what="the daemon to exit")
+    assert not pidfile.exists()
+    assert "Main loop terminated" in logfile.read_text()
