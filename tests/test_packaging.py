@@ -1,0 +1,66 @@
+"""Packaging: the image's pins and the package metadata must name the same dependencies."""
+
+from __future__ import annotations
+
+import configparser
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _names(lines: list[str]) -> set[str]:
+    names = set()
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            match = re.match(r"[A-Za-z0-9_.\-]+", line)
+            assert match, line
+            names.add(re.sub(r"[-_.]+", "-", match.group(0)).lower())
+    return names
+
+
+def test_requirements_and_setup_cfg_agree() -> None:
+    """requirements.txt pins exactly the packages setup.cfg requires, each pin inside its range."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    required = cfg["options"]["install_requires"].strip().splitlines()
+    pinned = (ROOT / "requirements.txt").read_text().splitlines()
+    assert _names(required) == _names(pinned)
+    for line in pinned:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            assert "==" in line, f"not pinned: {line}"
+
+
+def test_pins_satisfy_the_ranges() -> None:
+    """Each pinned version is allowed by setup.cfg's lower bound."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    lower = {}
+    for line in cfg["options"]["install_requires"].strip().splitlines():
+        name, _, version = line.strip().partition(">=")
+        lower[re.sub(r"[-_.]+", "-", name).lower()] = tuple(int(p) for p in version.split("."))
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            key = re.sub(r"[-_.]+", "-", name).lower()
+            assert tuple(int(p) for p in version.split(".")) >= lower[key], line
+
+
+def test_readme_documents_every_setting() -> None:
+    """The README's configuration table names every environment variable and option the service reads."""
+    from auditgen.config import SPECS
+
+    readme = (ROOT / "README.md").read_text()
+    for spec in SPECS:
+        assert f"| `{spec.env}` | `--{spec.option}` |" in readme, spec.env
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """CI proves the README's quick-start test command, so the two must be the same line."""
+    readme = (ROOT / "README.md").read_text()
+    command = "python3 -m venv .venv && .venv/bin/pip install -q '.[test]' && .venv/bin/python -m pytest"
+    assert command in readme
+    assert command in (ROOT / ".ci" / "run").read_text()
