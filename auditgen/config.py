@@ -54,6 +54,9 @@ class Settings:
     connect_timeout: float
     heartbeat: int
     shutdown_timeout: float
+    spool_dir: str | None
+    spool_max_bytes: int
+    metrics_max_series: int
     max_body_bytes: int
 
 
@@ -220,6 +223,30 @@ SPECS: tuple[Spec, ...] = (
         "10",
         _seconds,
         "Seconds to wait for outstanding confirms on shutdown.",
+    ),
+    Spec(
+        "spool_dir",
+        "AUDITGEN_SPOOL_DIR",
+        "spool-dir",
+        None,
+        _text,
+        "Directory of the durable outbox; every event is on disk before it is acknowledged (unset: memory only).",
+    ),
+    Spec(
+        "spool_max_bytes",
+        "AUDITGEN_SPOOL_MAX_BYTES",
+        "spool-max-bytes",
+        "1073741824",
+        _positive_int,
+        "Largest size of the events held in the spool, in bytes; when full, new events get 503.",
+    ),
+    Spec(
+        "metrics_max_series",
+        "AUDITGEN_METRICS_MAX_SERIES",
+        "metrics-max-series",
+        "1000",
+        _positive_int,
+        "Distinct label sets per metric; further ones are counted under the label value _overflow.",
     ),
     Spec(
         "max_body_bytes",
