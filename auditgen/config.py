@@ -230,7 +230,7 @@ SPECS: tuple[Spec, ...] = (
         "spool-dir",
         None,
         _text,
-        "Directory of the durable outbox; every event is on disk before it is acknowledged (unset: memory only).",
+        "Directory of the durable outbox; events are on disk before they are acknowledged (unset: memory).",
     ),
     Spec(
         "spool_max_bytes",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from auditgen.events import encode
@@ -58,8 +58,12 @@ class Outbox:
         """Who to tell when an entry becomes available (the publisher, to send it)."""
         self._listener = listener
 
-    def add(self, event: Mapping[str, Any], wait: bool = False) -> Entry:
-        """Accept an event, or raise OutboxFull; with wait, entry.confirmed fires on the broker's ack."""
+    def add(self, event: Mapping[str, Any], wait: bool = False) -> Deferred[Entry]:
+        """Accept an event, or raise OutboxFull at once.
+
+        The Deferred fires with the entry once it is stored (on disk, with a spool), which is when the
+        event counts as accepted; with wait, entry.confirmed then fires on the broker's ack.
+        """
         if len(self) >= self.capacity:
             self._metrics.dropped.labels("outbox_full").inc()
             self._metrics.published_failure.inc()
@@ -77,7 +81,7 @@ class Outbox:
         ).inc()
         if self._listener is not None:
             self._listener()
-        return entry
+        return succeed(entry)
 
     def take(self) -> Entry | None:
         """The oldest waiting entry, now in flight; None when nothing waits."""

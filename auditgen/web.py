@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from auditgen.events import SERVICE_FIELDS, EventFactory
 from auditgen.metrics import render_metrics
-from auditgen.outbox import Outbox, OutboxFull
+from auditgen.outbox import Entry, Outbox, OutboxFull
 
 OPTIONAL_TEXT_FIELDS = ("server_hostname", "user_id", "action_result", "severity")
 RETRY_AFTER_SECONDS = 1
@@ -145,10 +145,14 @@ class AuditAPI:
             return json_response(request, 400, {"error": str(e)})
         event = self._factory.complete(fields)
         try:
-            entry = self._outbox.add(event, wait=True)
+            stored = self._outbox.add(event, wait=True)
         except OutboxFull as e:
             request.setHeader(b"retry-after", str(RETRY_AFTER_SECONDS).encode())
             return json_response(request, 503, {"error": f"{e}; nothing was accepted, try again later"})
+        return stored.addCallback(self._answer_when_confirmed, request)
+
+    def _answer_when_confirmed(self, entry: Entry, request: IRequest) -> Deferred[bytes]:
+        """202 success on the broker's ack; 202 queued if it does not come within the wait."""
         assert entry.confirmed is not None
         status: Deferred[str] = entry.confirmed.addCallback(lambda _: "success")
         status.addTimeout(self._confirm_wait, self._clock, onTimeoutCancel=lambda _r, _t: "queued")

@@ -43,7 +43,10 @@ class Rig:
         )
 
     def add(self, n: int, wait: bool = False) -> list[Any]:
-        return [self.outbox.add(FACTORY.generate(), wait=wait) for _ in range(n)]
+        entries: list[Any] = []
+        for _ in range(n):
+            self.outbox.add(FACTORY.generate(), wait=wait).addCallback(entries.append)
+        return entries
 
     def sample(self, name: str) -> float:
         return self.metrics.registry.get_sample_value(name) or 0.0
