@@ -8,18 +8,33 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 PREFIX = "audit_events_generator"
+OVERFLOW = "_overflow"  # every label of the one series that counts label sets beyond max_series
 
 
 class Metrics:
-    """Every metric the service exports, registered in its own registry."""
+    """Every metric the service exports, registered in its own registry.
 
-    def __init__(self) -> None:
+    max_series bounds the label sets of events_total: its labels come from callers (any hostname, any
+    event type), and every label set is a time series kept forever by the registry and the scraper.
+    """
+
+    def __init__(self, max_series: int = 1000) -> None:
+        if max_series < 1:
+            raise ValueError(f"max_series must be at least 1, not {max_series}")
+        self.max_series = max_series
+        self._event_series: set[tuple[str, str, str]] = set()
         self.registry = CollectorRegistry()
         r = self.registry
         self.events = Counter(
             f"{PREFIX}_events",
             "Events accepted into the outbox, generated or triggered.",
             ["event_type", "server_hostname", "action_result"],
+            registry=r,
+        )
+        self.metric_overflow = Counter(
+            f"{PREFIX}_metric_overflow",
+            f"Events counted under the {OVERFLOW} label set of {PREFIX}_events_total because it already "
+            "had max_series label sets.",
             registry=r,
         )
         self.published_success = Counter(
@@ -60,6 +75,17 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+
+    def count_event(self, event_type: str, server_hostname: str, action_result: str) -> None:
+        """Count one accepted event; a label set beyond the first max_series goes to the overflow series."""
+        labels = (event_type, server_hostname, action_result)
+        if labels not in self._event_series:
+            if len(self._event_series) >= self.max_series:
+                self.events.labels(OVERFLOW, OVERFLOW, OVERFLOW).inc()
+                self.metric_overflow.inc()
+                return
+            self._event_series.add(labels)
+        self.events.labels(*labels).inc()
 
 
 class MetricsResource(Resource):

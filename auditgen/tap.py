@@ -82,7 +82,7 @@ def makeService(options: Options) -> IService:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     s = options.settings
     clock: Any = reactor
-    metrics = Metrics()
+    metrics = Metrics(max_series=s.metrics_max_series)
     outbox = Outbox(s.outbox_max, metrics, clock)
     factory = EventFactory(Catalog.builtin())
     publisher = Publisher(
