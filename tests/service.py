@@ -28,7 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.error import ConnectError, ConnectingCancelledError, TimeoutError
 from twisted.internet.task import deferLater
-from twisted.web.client import HTTPConnectionPool, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import (
+    HTTPConnectionPool,
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
 
 from tests.broker import HOST, free_port, poll
 
@@ -333,6 +339,9 @@ class Load:
         except (ConnectError, ConnectingCancelledError):
             self.statuses["refused"] += 1
             return
+        except (RequestTransmissionFailed, RequestNotSent):
+            self.statuses["not sent"] += 1  # the service never had the whole request
+            return
         except (ResponseNeverReceived, ResponseFailed):
             self.statuses["in doubt"] += 1
             return
@@ -395,6 +404,12 @@ class Tally:
             f"{self.generated_counted}), received {self.received} ({self.distinct} distinct), "
             f"lost {self.lost} (API {self.lost_api}, generated {self.lost_generated}, spool {self.lost_spool}"
             f" of {self.spool_ids}), duplicated {self.duplicated} ids ({self.duplicate_copies} extra copies)"
+            + (
+                f"; {self.left_in_spool} left in the spool after the final clean stop "
+                f"({self.left_in_spool - self.left_in_spool_not_received} of them already delivered)"
+                if self.left_in_spool
+                else ""
+            )
         )
 
 
