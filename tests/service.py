@@ -11,21 +11,25 @@ arrived more than once. Everything here runs on the Twisted reactor and is usabl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pika
+import pika.exceptions
 import treq
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
 from twisted.internet.error import ConnectError, ConnectingCancelledError, TimeoutError
 from twisted.internet.task import deferLater
 from twisted.web.client import (
@@ -45,6 +49,17 @@ LOAD_HOSTNAME = "fault-load.test"  # server_hostname of our posted events, so th
 EVENTS_TOTAL = "audit_events_generator_events_total"
 SPOOL_FILE = "outbox.sqlite3"
 JSON_HEADERS: dict[bytes | str, bytes | str] = {b"content-type": b"application/json"}
+
+
+# What a probe of a service that is starting, stopping or gone raises.
+NO_ANSWER = (
+    ConnectError,
+    ConnectingCancelledError,
+    ResponseFailed,
+    ResponseNeverReceived,
+    TimeoutError,
+    CancelledError,
+)
 
 
 class ServiceError(RuntimeError):
@@ -194,12 +209,8 @@ class Service:
         try:
             response = await treq.get(f"{self.url}/healthz", persistent=False, timeout=5)
             body = json.loads(await response.text())
-        except (ConnectError, ConnectingCancelledError, ResponseFailed, ResponseNeverReceived, TimeoutError):
+        except NO_ANSWER:
             return None
-        except Exception as e:  # a cancelled request surfaces as CancelledError wrapped in various ways
-            if type(e).__name__ in ("CancelledError", "ResponseNeverReceived"):
-                return None
-            raise
         return response.code, body
 
     async def health_code(self) -> int | None:
@@ -413,9 +424,96 @@ class Tally:
         )
 
 
+class Received:
+    """What was consumed from the queue, by event_id (ids and sources only, so a soak can hold millions)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.generated: set[str] = set()
+        self.triggered: set[str] = set()
+        self.messages = 0
+        self.consumer_redeliveries = 0
+
+    @classmethod
+    def of(cls, bodies: Iterable[bytes]) -> Received:
+        received = cls()
+        for body in bodies:
+            received.add(body)
+        return received
+
+    def add(self, body: bytes, redelivered: bool = False) -> None:
+        """One message; a redelivery of an id we already counted is our consumer's doing, not a duplicate."""
+        event = json.loads(body)
+        event_id = event["event_id"]
+        if redelivered and event_id in self.counts:
+            self.consumer_redeliveries += 1
+            return
+        self.messages += 1
+        self.counts[event_id] += 1
+        if event["source_service"] == GENERATED:
+            self.generated.add(event_id)
+        elif event["source_service"] == TRIGGERED:
+            self.triggered.add(event_id)
+
+
+class Collector:
+    """Consumes a queue in a thread while the scenario runs, so a long soak keeps the queue short.
+
+    Manual acks, one per message after it is counted, and reconnection when the broker goes away (a
+    stop_app fault): what the broker redelivers after a lost ack is recognised and not counted twice.
+    """
+
+    def __init__(self, connect: Callable[[], pika.BlockingConnection], queue: str) -> None:
+        self._connect = connect
+        self._queue = queue
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"collector-{queue}", daemon=True)
+        self._lock = threading.Lock()
+        self.received = Received()
+        self.reconnects = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Blocking (call it in a thread): stop consuming and wait for the thread."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = self._connect()
+            except pika.exceptions.AMQPError as e:
+                self.last_error = repr(e)
+                self._stop.wait(0.5)  # the broker is away (a fault); try again shortly
+                continue
+            try:
+                channel = conn.channel()
+                channel.queue_declare(self._queue, durable=True)
+                channel.basic_qos(prefetch_count=500)
+
+                def on_message(ch: Any, method: Any, _properties: Any, body: bytes) -> None:
+                    with self._lock:
+                        self.received.add(body, redelivered=bool(method.redelivered))
+                    ch.basic_ack(method.delivery_tag)
+
+                channel.basic_consume(self._queue, on_message)
+                while not self._stop.is_set():
+                    conn.process_data_events(time_limit=0.2)
+            except pika.exceptions.AMQPError as e:
+                self.last_error = repr(e)
+                self.reconnects += 1
+            finally:
+                with contextlib.suppress(Exception):
+                    if conn.is_open:
+                        conn.close()
+
+
 def tally(
     scenario: str,
-    bodies: list[bytes],
+    received: Received,
     load: Load,
     generated_counted: float,
     spool_ids: Iterable[str] = (),
@@ -423,23 +521,17 @@ def tally(
     notes: dict[str, Any] | None = None,
 ) -> Tally:
     """Compare what the queue held with what was accepted."""
-    counts: Counter[str] = Counter()
-    sources: dict[str, str] = {}
-    for body in bodies:
-        event = json.loads(body)
-        counts[event["event_id"]] += 1
-        sources[event["event_id"]] = event["source_service"]
-    generated = sum(1 for source in sources.values() if source == GENERATED)
-    triggered = {i for i, source in sources.items() if source == TRIGGERED}
+    counts = received.counts
     lost_api = sorted(set(load.accepted) - counts.keys())
     spool = set(spool_ids)
     lost_spool = sorted(spool - counts.keys())
     left = set(left_in_spool)
+    generated = len(received.generated)
     return Tally(
         scenario=scenario,
         api_accepted=len(load.accepted),
         generated_counted=int(generated_counted),
-        received=len(bodies),
+        received=received.messages,
         distinct=len(counts),
         lost_api=len(lost_api),
         lost_generated=max(0, int(generated_counted) - generated),
@@ -447,7 +539,7 @@ def tally(
         lost_spool=len(lost_spool),
         duplicated=sum(1 for c in counts.values() if c > 1),
         duplicate_copies=sum(c - 1 for c in counts.values() if c > 1),
-        unanswered_received=len(triggered - load.accepted.keys()),
+        unanswered_received=len(received.triggered - load.accepted.keys()),
         left_in_spool=len(left),
         left_in_spool_not_received=len(left - counts.keys()),
         generated_received=generated,
