@@ -405,12 +405,12 @@ FAULTS: dict[str, Fault] = {
 }
 
 
-async def run_fault(
+def fault_scenario(
     reactor: Any, name: str, node: PrivateBroker, workdir: Path, *, events_total: int, **options: Any
 ) -> Scenario:
-    """One fault scenario from start to tally: half the events before the fault, the rest after."""
+    """The scenario of one fault, not started: half the events before the fault, the rest after."""
     fault = FAULTS[name]
-    s = Scenario(
+    return Scenario(
         reactor,
         name,
         node,
@@ -421,10 +421,21 @@ async def run_fault(
         proxy=fault.proxy,
         **options,
     )
+
+
+async def run(s: Scenario) -> Scenario:
+    """Run a fault scenario from start to tally, and close it whatever happens."""
     try:
         await s.begin()
-        await fault.inject(s)
+        await FAULTS[s.name].inject(s)
         await s.finish()
     finally:
         await s.close()
     return s
+
+
+async def run_fault(
+    reactor: Any, name: str, node: PrivateBroker, workdir: Path, *, events_total: int, **options: Any
+) -> Scenario:
+    """One fault scenario from start to tally."""
+    return await run(fault_scenario(reactor, name, node, workdir, events_total=events_total, **options))
