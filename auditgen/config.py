@@ -8,6 +8,7 @@ service that half works.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,23 @@ def _text(text: str) -> str:
     if not text.strip():
         raise ValueError("expected a non-empty value")
     return text
+
+
+def _directory(text: str) -> str:
+    """A directory we can write, or one we could create; checked without creating anything."""
+    path = Path(_text(text)).expanduser().absolute()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError("exists and is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError("is not writable by this user")
+        return str(path)
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"does not exist and cannot be created ({parent} is not writable)")
+    return str(path)
 
 
 def _any_text(text: str) -> str:
@@ -229,7 +247,7 @@ SPECS: tuple[Spec, ...] = (
         "AUDITGEN_SPOOL_DIR",
         "spool-dir",
         None,
-        _text,
+        _directory,
         "Directory of the durable outbox; events are on disk before they are acknowledged (unset: memory).",
     ),
     Spec(

@@ -75,6 +75,23 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.rabbitmq_blocked = Gauge(
+            f"{PREFIX}_rabbitmq_blocked",
+            "1 while the broker blocks publishing (its memory or disk alarm), else 0.",
+            registry=r,
+        )
+        self.generator_paused = Gauge(
+            f"{PREFIX}_generator_paused", "1 while the generator waits for room in the outbox.", registry=r
+        )
+        self.spool_bytes = Gauge(f"{PREFIX}_spool_bytes", "Bytes of events in the durable spool.", registry=r)
+        self.spool_replayed = Counter(
+            f"{PREFIX}_spool_replayed", "Events left by an earlier run, published on start.", registry=r
+        )
+        self.spool_damaged = Counter(
+            f"{PREFIX}_spool_damaged",
+            "Spool files found damaged on start and moved aside (what could be read was kept).",
+            registry=r,
+        )
 
     def count_event(self, event_type: str, server_hostname: str, action_result: str) -> None:
         """Count one accepted event; a label set beyond the first max_series goes to the overflow series."""

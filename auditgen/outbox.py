@@ -3,6 +3,9 @@
 Generated and triggered events take the same path: `add` accepts an event (or refuses it when full),
 the publisher `take`s entries to send, `settle`s them on a broker ack and `retry`s them on a nack or a
 lost connection. An entry leaves only through `settle`, which is what makes delivery at-least-once.
+
+With a spool, an event counts as accepted only once it is committed to disk, and leaves the disk when
+the broker confirms it; what an earlier run left is published first, in order.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from auditgen.events import encode
 from auditgen.metrics import Metrics
+from auditgen.spool import Recovery, Spool
 
 
 class OutboxFull(Exception):
@@ -32,27 +38,48 @@ class Entry:
     body: bytes
     created: float
     confirmed: Deferred[None] | None = None
+    seq: int | None = None
 
 
 class Outbox:
     """A bounded FIFO of entries waiting to be published, plus the count of those in flight."""
 
-    def __init__(self, capacity: int, metrics: Metrics, clock: IReactorTime) -> None:
+    log = Logger()
+
+    def __init__(
+        self,
+        capacity: int,
+        metrics: Metrics,
+        clock: IReactorTime,
+        spool: Spool | None = None,
+        spool_max_bytes: int = 1 << 30,
+    ) -> None:
         self.capacity = capacity
+        self.spool_max_bytes = spool_max_bytes
         self._metrics = metrics
         self._clock = clock
+        self._spool = spool
         self._waiting: deque[Entry] = deque()
         self._in_flight = 0
+        self._storing = 0
+        self._bytes = 0
+        self._spool_refused = False  # set when an event did not fit on disk, cleared by the next ack
         self._listener: Callable[[], None] | None = None
         metrics.outbox_depth.set_function(lambda: len(self))
+        metrics.spool_bytes.set_function(lambda: self._bytes)
 
     def __len__(self) -> int:
-        return len(self._waiting) + self._in_flight
+        return len(self._waiting) + self._in_flight + self._storing
 
     @property
     def waiting(self) -> int:
         """Entries not yet handed to the publisher."""
         return len(self._waiting)
+
+    @property
+    def full(self) -> bool:
+        """No room for one more event (the generator pauses on this instead of dropping)."""
+        return len(self) >= self.capacity or self._spool_refused
 
     def set_listener(self, listener: Callable[[], None] | None) -> None:
         """Who to tell when an entry becomes available (the publisher, to send it)."""
@@ -64,24 +91,52 @@ class Outbox:
         The Deferred fires with the entry once it is stored (on disk, with a spool), which is when the
         event counts as accepted; with wait, entry.confirmed then fires on the broker's ack.
         """
+        body = encode(event)
         if len(self) >= self.capacity:
-            self._metrics.dropped.labels("outbox_full").inc()
-            self._metrics.published_failure.inc()
-            raise OutboxFull(f"outbox full ({self.capacity} events waiting for the broker)")
+            raise self._refuse(f"outbox full ({self.capacity} events waiting for the broker)")
+        if self._spool is not None and self._bytes + len(body) > self.spool_max_bytes:
+            self._spool_refused = True
+            raise self._refuse(f"spool full ({self.spool_max_bytes} bytes of events waiting for the broker)")
         entry = Entry(
             event_id=event["event_id"],
             event_type=event["event_type"],
-            body=encode(event),
+            body=body,
             created=self._clock.seconds(),
             confirmed=Deferred() if wait else None,
         )
+        labels = (event["event_type"], event["server_hostname"], event["action_result"])
+        if self._spool is None:
+            self._accept(entry, labels)
+            return succeed(entry)
+        self._storing += 1
+        self._bytes += len(body)
+        stored = self._spool.store(entry.event_id, entry.event_type, entry.created, body)
+        return stored.addCallbacks(
+            self._stored, self._not_stored, callbackArgs=(entry, labels), errbackArgs=(entry,)
+        )
+
+    def _refuse(self, reason: str) -> OutboxFull:
+        self._metrics.dropped.labels("outbox_full").inc()
+        self._metrics.published_failure.inc()
+        return OutboxFull(reason)
+
+    def _stored(self, seq: int, entry: Entry, labels: tuple[str, str, str]) -> Entry:
+        self._storing -= 1
+        entry.seq = seq
+        self._accept(entry, labels)
+        return entry
+
+    def _not_stored(self, failure: Any, entry: Entry) -> Any:
+        self._storing -= 1
+        self._bytes -= len(entry.body)
+        self._metrics.dropped.labels("spool_error").inc()
+        return failure
+
+    def _accept(self, entry: Entry, labels: tuple[str, str, str]) -> None:
         self._waiting.append(entry)
-        self._metrics.events.labels(
-            event["event_type"], event["server_hostname"], event["action_result"]
-        ).inc()
+        self._metrics.events.labels(*labels).inc()
         if self._listener is not None:
             self._listener()
-        return succeed(entry)
 
     def take(self) -> Entry | None:
         """The oldest waiting entry, now in flight; None when nothing waits."""
@@ -91,9 +146,13 @@ class Outbox:
         return self._waiting.popleft()
 
     def settle(self, entry: Entry) -> None:
-        """The broker confirmed the entry: it leaves the outbox."""
+        """The broker confirmed the entry: it leaves the outbox (and the spool)."""
         self._in_flight -= 1
         self._metrics.published_success.inc()
+        if self._spool is not None and entry.seq is not None:
+            self._bytes -= len(entry.body)
+            self._spool_refused = False
+            self._spool.remove(entry.seq)
         if entry.confirmed is not None:
             entry.confirmed.callback(None)
 
@@ -102,3 +161,58 @@ class Outbox:
         back = list(entries)
         self._in_flight -= len(back)
         self._waiting.extendleft(reversed(back))
+
+    def restore(self, recovery: Recovery) -> None:
+        """Put what an earlier run left ahead of everything else, in its original order."""
+        entries = [Entry(r.event_id, r.event_type, r.body, r.created, seq=r.seq) for r in recovery.rows]
+        self._bytes += sum(len(e.body) for e in entries)
+        self._waiting.extendleft(reversed(entries))
+        if entries and self._listener is not None:
+            self._listener()
+
+
+class OutboxService(Service):
+    """Opens the spool on start (replaying what is left) and closes it, committed, on stop.
+
+    It stops after the publisher, so the acks of the final drain reach the disk.
+    """
+
+    log = Logger()
+
+    def __init__(self, outbox: Outbox, spool: Spool | None, metrics: Metrics) -> None:
+        self._outbox = outbox
+        self._spool = spool
+        self._metrics = metrics
+        self._opened: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if self._spool is not None:
+            self._opened = self._spool.open().addCallbacks(self._recovered, self._failed)
+
+    def _recovered(self, recovery: Recovery) -> None:
+        assert self._spool is not None
+        if recovery.damaged_file:
+            self._metrics.spool_damaged.inc()
+            self.log.error(
+                "the spool file was damaged: moved it to {aside}; {count} events could still be read and "
+                "will be published",
+                aside=recovery.damaged_file,
+                count=len(recovery.rows),
+            )
+        self._outbox.restore(recovery)
+        self._metrics.spool_replayed.inc(len(recovery.rows))
+        self.log.info(
+            "spool {path}: {count} events left from an earlier run are published first",
+            path=str(self._spool.path),
+            count=len(recovery.rows),
+        )
+
+    def _failed(self, failure: Any) -> None:
+        self.log.failure("cannot open the spool; events will not be accepted", failure)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._spool is None:
+            return None
+        return self._spool.close()

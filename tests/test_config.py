@@ -126,3 +126,16 @@ def test_every_setting_has_a_distinct_env_var_and_option() -> None:
     """The settings table is the single source of names for options, variables and docs."""
     assert len({s.env for s in SPECS}) == len(SPECS)
     assert len({s.option for s in SPECS}) == len(SPECS)
+
+
+def test_spool_dir_must_be_a_writable_directory(tmp_path: Path) -> None:
+    """A spool path that is a file, or under a file, is refused before start; a new one is not created."""
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="AUDITGEN_SPOOL_DIR .*not a directory"):
+        load_settings({}, {"AUDITGEN_SPOOL_DIR": str(a_file)}, {})
+    with pytest.raises(ConfigError, match="cannot be created"):
+        load_settings({"spool-dir": str(a_file / "spool")}, {}, {})
+    fresh = tmp_path / "new" / "spool"
+    assert load_settings({"spool-dir": str(fresh)}, {}, {}).spool_dir == str(fresh)
+    assert not fresh.exists(), "parsing settings must not create anything"

@@ -1,0 +1,200 @@
+"""The durable outbox: on disk before acceptance, off disk after the ack, replayed in order, crash-tolerant."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from auditgen.events import Catalog, EventFactory, encode
+from auditgen.metrics import Metrics
+from auditgen.outbox import Entry, Outbox, OutboxFull, OutboxService
+from auditgen.spool import FILENAME, Spool
+from tests.conftest import reactor
+
+FACTORY = EventFactory(Catalog.builtin())
+
+
+def rows_on_disk(directory: Path) -> list[str]:
+    """The event_ids in the spool file, read as another process would."""
+    conn = sqlite3.connect(f"file:{directory / FILENAME}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+RIGS: list[Rig] = []
+
+
+@pytest_twisted.async_yield_fixture(autouse=True)
+async def stop_rigs() -> Any:
+    """Stop every spool a test opened, even a failed test, so no writer thread outlives it."""
+    yield
+    while RIGS:
+        rig = RIGS.pop()
+        if rig.service.running:
+            await rig.service.stopService()
+
+
+class Rig:
+    """An outbox with a spool in a directory, started like the service starts it."""
+
+    def __init__(self, directory: Path, capacity: int = 1000, max_bytes: int = 1 << 30) -> None:
+        RIGS.append(self)
+        self.metrics = Metrics()
+        self.spool = Spool(directory, reactor)
+        self.outbox = Outbox(capacity, self.metrics, reactor, spool=self.spool, spool_max_bytes=max_bytes)
+        self.service = OutboxService(self.outbox, self.spool, self.metrics)
+
+    async def start(self) -> None:
+        self.service.startService()
+        assert self.service._opened is not None
+        await self.service._opened
+
+    async def add(self, n: int) -> list[Entry]:
+        return list(await defer.gatherResults([self.outbox.add(FACTORY.generate()) for _ in range(n)]))
+
+    def ack_all(self) -> list[Entry]:
+        """Play the broker: everything waiting is published and confirmed."""
+        acked = []
+        while (entry := self.outbox.take()) is not None:
+            self.outbox.settle(entry)
+            acked.append(entry)
+        return acked
+
+    def waiting_ids(self) -> list[str]:
+        ids = []
+        while (entry := self.outbox.take()) is not None:
+            ids.append(entry.event_id)
+        self.outbox.retry([])
+        return ids
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_event_is_on_disk_when_accepted_and_gone_after_the_ack(tmp_path: Path) -> None:
+    """add() fires only once the row is committed; settle() deletes it; close() commits the deletes."""
+    rig = Rig(tmp_path)
+    await rig.start()
+    entries = await rig.add(20)
+    assert rows_on_disk(tmp_path) == [e.event_id for e in entries]
+    assert rig.metrics.registry.get_sample_value("audit_events_generator_spool_bytes") == sum(
+        len(e.body) for e in entries
+    )
+    rig.ack_all()
+    await rig.service.stopService()
+    assert rows_on_disk(tmp_path) == []
+    assert rig.metrics.registry.get_sample_value("audit_events_generator_spool_bytes") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_leftovers_are_published_first_in_order(tmp_path: Path) -> None:
+    """Events not confirmed by one run come back on the next, ahead of new ones and in their order."""
+    first = Rig(tmp_path)
+    await first.start()
+    old = await first.add(30)
+    acked = first.outbox.take()
+    assert acked is not None
+    first.outbox.settle(acked)
+    await first.service.stopService()
+
+    second = Rig(tmp_path)
+    pending = second.outbox.add(FACTORY.generate())  # accepted while the spool is still being read
+    await second.start()
+    new_entry = [await pending]
+    assert second.metrics.registry.get_sample_value("audit_events_generator_spool_replayed_total") == 29
+    order = []
+    while (entry := second.outbox.take()) is not None:
+        order.append(entry.event_id)
+        second.outbox.settle(entry)
+    assert order == [e.event_id for e in old[1:]] + [new_entry[0].event_id]
+    await second.service.stopService()
+    assert rows_on_disk(tmp_path) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_spool_byte_limit_refuses_events_until_acks_free_room(tmp_path: Path) -> None:
+    """AUDITGEN_SPOOL_MAX_BYTES bounds the disk: past it, add() raises OutboxFull; an ack makes room."""
+    probe = len(encode(FACTORY.generate()))
+    rig = Rig(tmp_path, max_bytes=probe * 3)
+    await rig.start()
+    accepted = 0
+    with pytest.raises(OutboxFull, match="spool full"):
+        for _ in range(100):
+            await rig.add(1)
+            accepted += 1
+    assert 1 <= accepted < 100
+    assert rig.outbox.full
+    rig.ack_all()
+    assert not rig.outbox.full
+    await rig.add(1)
+    await rig.service.stopService()
+
+
+def _crash_copy(src: Path, dst: Path) -> None:
+    """The files as a SIGKILL would leave them: database and WAL, with no checkpoint or close."""
+    dst.mkdir()
+    for suffix in ("", "-wal"):
+        shutil.copyfile(f"{src / FILENAME}{suffix}", f"{dst / FILENAME}{suffix}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_torn_write_at_the_tail_does_not_stop_start_up(tmp_path: Path) -> None:
+    """A crash in the middle of writing a batch leaves a torn WAL tail: start-up recovers every event that
+    was committed (acknowledged) before it, in order, and drops only the torn, never-acknowledged batch."""
+    live = tmp_path / "live"
+    rig = Rig(live)
+    await rig.start()
+    committed = await rig.add(30)
+    wal = Path(f"{live / FILENAME}-wal")
+    committed_size = wal.stat().st_size
+    await rig.add(20)  # the batch the crash tears
+    crashed = tmp_path / "crashed"
+    _crash_copy(live, crashed)
+    await rig.service.stopService()
+    torn = Path(f"{crashed / FILENAME}-wal")
+    data = torn.read_bytes()
+    assert len(data) > committed_size + 1000
+    torn.write_bytes(data[: committed_size + 1000] + b"\x00garbage\xff" * 50)
+
+    after = Rig(crashed)
+    await after.start()
+    assert after.waiting_ids() == [e.event_id for e in committed]
+    await after.add(1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_damaged_file_is_moved_aside_and_start_up_goes_on(tmp_path: Path) -> None:
+    """A spool SQLite cannot read is set aside with a log line and a metric; the service keeps working."""
+    rig = Rig(tmp_path)
+    await rig.start()
+    await rig.add(5)
+    await rig.service.stopService()
+    path = tmp_path / FILENAME
+    data = bytearray(path.read_bytes())
+    data[0:100] = b"\xff" * 100  # the header: not a database any more
+    path.write_bytes(bytes(data))
+
+    after = Rig(tmp_path)
+    await after.start()
+    assert after.metrics.registry.get_sample_value("audit_events_generator_spool_damaged_total") == 1
+    assert list(tmp_path.glob(f"{FILENAME}.damaged-*"))
+    entries = await after.add(3)
+    after.ack_all()
+    await after.service.stopService()
+    assert rows_on_disk(tmp_path) == []
+    assert len(entries) == 3
+
+
+def test_memory_outbox_needs_no_spool() -> None:
+    """Without a spool, add() fires at once and nothing touches the disk."""
+    metrics = Metrics()
+    outbox = Outbox(10, metrics, reactor)
+    fired: list[Any] = []
+    outbox.add(FACTORY.generate()).addCallback(fired.append)
+    assert len(fired) == 1 and fired[0].seq is None
