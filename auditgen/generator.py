@@ -1,4 +1,5 @@
-"""The generator: a LoopingCall that puts one random event into the outbox every interval."""
+"""The generator: a LoopingCall that puts one random event into the outbox every interval, and pauses
+while the outbox is full."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from auditgen.events import EventFactory
+from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox, OutboxFull
 
 
@@ -16,13 +19,16 @@ class Generator(Service):
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, interval: float, factory: EventFactory, outbox: Outbox) -> None:
+    def __init__(
+        self, clock: IReactorTime, interval: float, factory: EventFactory, outbox: Outbox, metrics: Metrics
+    ) -> None:
         self.interval = interval
+        self.paused = False
         self._factory = factory
         self._outbox = outbox
+        self._metrics = metrics
         self._call = LoopingCall(self._tick)
         self._call.clock = clock
-        self._full = False
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -36,17 +42,30 @@ class Generator(Service):
             self._call.stop()
 
     def _tick(self) -> None:
-        """One event; every error is caught here, because a LoopingCall whose body raises stops for good."""
+        """One event, unless the outbox is full: then pause, never drop.
+
+        Every error is caught here, because a LoopingCall whose body raises stops for good.
+        """
         try:
-            self._outbox.add(self._factory.generate())
-        except OutboxFull as e:
-            if not self._full:
-                self.log.warn("generated events are being dropped: {reason}", reason=str(e))
-            self._full = True
-            return
+            if self._outbox.full:
+                self._pause(True)
+                return
+            self._pause(False)
+            self._outbox.add(self._factory.generate()).addErrback(self._not_stored)
+        except OutboxFull:
+            self._pause(True)
         except Exception:
             self.log.failure("could not generate an event")
+
+    def _pause(self, paused: bool) -> None:
+        if paused == self.paused:
             return
-        if self._full:
-            self.log.info("the outbox has room again; generated events are accepted")
-        self._full = False
+        self.paused = paused
+        self._metrics.generator_paused.set(int(paused))
+        if paused:
+            self.log.warn("the outbox is full: generation paused until the broker catches up")
+        else:
+            self.log.info("the outbox has room again: generation resumed")
+
+    def _not_stored(self, failure: Failure) -> None:
+        self.log.failure("a generated event could not be stored", failure)

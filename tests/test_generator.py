@@ -14,8 +14,9 @@ from auditgen.outbox import Outbox
 
 def make(interval: float, capacity: int = 100, factory: Any = None) -> tuple[Clock, Outbox, Generator]:
     clock = Clock()
-    outbox = Outbox(capacity, Metrics(), clock)
-    generator = Generator(clock, interval, factory or EventFactory(Catalog.builtin()), outbox)
+    metrics = Metrics()
+    outbox = Outbox(capacity, metrics, clock)
+    generator = Generator(clock, interval, factory or EventFactory(Catalog.builtin()), outbox, metrics)
     return clock, outbox, generator
 
 
@@ -66,20 +67,21 @@ def test_a_failing_tick_does_not_stop_the_loop() -> None:
     generator.stopService()
 
 
-def test_full_outbox_drops_and_counts_and_resumes() -> None:
-    """A full outbox drops generated events, counted by reason; generation goes on once there is room."""
+def test_full_outbox_pauses_generation_without_dropping_and_resumes() -> None:
+    """A full outbox pauses the generator (gauge set, nothing dropped); it resumes once there is room."""
     clock, outbox, generator = make(1.0, capacity=2)
     generator.startService()
     clock.pump([1.0] * 3)
     assert len(outbox) == 2
-    metrics = outbox._metrics
-    assert (
-        metrics.registry.get_sample_value("audit_events_generator_dropped_total", {"reason": "outbox_full"})
-        == 2
-    )
+    registry = outbox._metrics.registry
+    assert generator.paused
+    assert registry.get_sample_value("audit_events_generator_generator_paused") == 1
+    assert registry.get_sample_value("audit_events_generator_dropped_total", {"reason": "outbox_full"}) is None
     entry = outbox.take()
     assert entry is not None
     outbox.settle(entry)
     clock.advance(1.0)
     assert len(outbox) == 2
+    assert not generator.paused
+    assert registry.get_sample_value("audit_events_generator_generator_paused") == 0
     generator.stopService()
