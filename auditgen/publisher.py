@@ -11,8 +11,8 @@ connect timeout and the whole AMQP setup (handshake, channel, confirm mode, queu
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pika
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
@@ -32,6 +32,7 @@ from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox
 
 APP_ID = "audit-event-generator"
+_T = TypeVar("_T")
 
 
 class Backoff:
@@ -142,12 +143,13 @@ class Publisher(Service):
         self._ever_connected = False
         self._failing = False
         self.last_error: str | None = None
+        self.blocked = False
 
     # -- state seen by /healthz and the metrics ------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        """True while the channel is open in confirm mode, i.e. a publish can be confirmed."""
+        """True while the channel is open in confirm mode (see also `blocked`)."""
         return self._channel is not None and bool(self._channel.is_open)
 
     @property
@@ -204,25 +206,29 @@ class Publisher(Service):
     # -- connection loop ----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        """Connect, publish until the connection or channel is lost, back off, and again."""
+        """Connect; open a channel and publish until it or the connection is lost; back off; again.
+
+        A channel the broker closed is replaced on the same connection; a lost connection is replaced.
+        """
+        conn: TwistedProtocolConnection | None = None
         while not self._stopping:
             try:
-                self._attempt = defer.ensureDeferred(self._open())
-                self._attempt.addTimeout(self._connect_timeout * 2, self._clock)
-                conn, channel = await self._attempt
+                if conn is None or not conn.is_open:
+                    conn = None
+                    conn = await self._bounded(self._connect(), 2 * self._connect_timeout)
+                channel = await self._bounded(self._open_channel(conn), self._connect_timeout)
             except Exception as e:
-                self._attempt = None
-                if self._conn is not None:
+                # A handshake that failed or timed out leaves a half-open socket behind: drop it.
+                if self._conn is not None and not self._conn.is_open:
                     self._abort(self._conn)
                     self._conn = None
+                conn = self._conn
                 if self._stopping:
                     break
                 self._note_failure(describe_error(e))
                 await self._sleep(self._backoff.next())
                 continue
-            self._attempt = None
             self._lost = lost = defer.Deferred[Any]()
-            conn.closed.addBoth(self._fire_lost)
             channel.on_closed.addBoth(self._fire_lost)
             self._on_open(conn, channel)
             reason = await lost
@@ -230,8 +236,18 @@ class Publisher(Service):
             if not self._stopping:
                 await self._sleep(self._backoff.next())
 
-    async def _open(self) -> tuple[TwistedProtocolConnection, TwistedChannel]:
-        """TCP connect (endpoint timeout), then handshake, channel, confirm mode and queue declaration."""
+    async def _bounded(self, work: Coroutine[Any, Any, _T], timeout: float) -> _T:
+        """Run one step of connection set-up with a deadline; stopService cancels it."""
+        self._attempt = defer.ensureDeferred(work)
+        self._attempt.addTimeout(timeout, self._clock)
+        try:
+            result: _T = await self._attempt
+            return result
+        finally:
+            self._attempt = None
+
+    async def _connect(self) -> TwistedProtocolConnection:
+        """TCP connect (the endpoint's timeout), then the AMQP handshake (the caller's deadline)."""
         params = pika.ConnectionParameters(
             credentials=pika.PlainCredentials(self._broker.user, self._broker.password),
             virtual_host=self._broker.vhost,
@@ -244,11 +260,19 @@ class Publisher(Service):
         assert ready is not None
         await self._endpoint_factory().connect(_OneConnection(conn))
         await ready
+        assert conn.closed is not None
+        conn.closed.addBoth(self._fire_lost)
+        conn._impl.add_on_connection_blocked_callback(self._on_blocked)
+        conn._impl.add_on_connection_unblocked_callback(self._on_unblocked)
+        return conn
+
+    async def _open_channel(self, conn: TwistedProtocolConnection) -> TwistedChannel:
+        """A channel in confirm mode, with the queue declared as legacy consumers declare it."""
         channel: TwistedChannel = await conn.channel()
         await channel.confirm_delivery()
         await channel.queue_declare(queue=self._queue, durable=True)
         channel.add_on_return_callback(self._on_return)
-        return conn, channel
+        return channel
 
     def _endpoint(self) -> IStreamClientEndpoint:
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
@@ -308,7 +332,7 @@ class Publisher(Service):
         self._pump()
 
     def _on_lost(self, conn: TwistedProtocolConnection, reason: Any) -> None:
-        """Everything in flight goes back to the outbox, in order, for the next connection."""
+        """Everything in flight goes back to the outbox, in order, for the next channel."""
         self._channel = None
         self._lost = None
         requeued = list(self._unconfirmed)
@@ -318,27 +342,47 @@ class Publisher(Service):
         self._outbox.retry(requeued)
         self._metrics.connection_status.set(0)
         self._metrics.unconfirmed.set(0)
-        if conn.is_open:
-            conn.close()
-        self._conn = None
+        if not conn.is_open:
+            self._set_blocked(False)
         if self._stopping:
             self.log.info("disconnected from RabbitMQ")
             return
         self.last_error = describe_error(reason)
         self._failing = True
+        what = "the channel was closed" if conn.is_open else "lost the connection to RabbitMQ"
         self.log.warn(
-            "lost the connection to RabbitMQ ({reason}); {count} unconfirmed events will be sent again; "
-            "reconnecting",
+            "{what} ({reason}); {count} unconfirmed events will be sent again; reconnecting",
+            what=what,
             reason=self.last_error,
             count=len(requeued),
         )
+
+    def _on_blocked(self, _conn: Any, frame: Any) -> None:
+        reason = getattr(frame.method, "reason", "") or "resource alarm"
+        self.last_error = f"broker blocked publishing: {reason}"
+        self._set_blocked(True)
+
+    def _on_unblocked(self, _conn: Any, _frame: Any) -> None:
+        self._set_blocked(False)
+        self._pump()
+
+    def _set_blocked(self, blocked: bool) -> None:
+        """The broker's memory or disk alarm: hold publishing (and say so) until it lifts."""
+        if blocked == self.blocked:
+            return
+        self.blocked = blocked
+        self._metrics.rabbitmq_blocked.set(int(blocked))
+        if blocked:
+            self.log.warn("RabbitMQ blocked publishing ({reason}); holding events", reason=self.last_error)
+        else:
+            self.log.info("RabbitMQ unblocked publishing; resuming")
 
     # -- publishing ---------------------------------------------------------------------------
 
     def _pump(self) -> None:
         """Publish waiting entries while the window allows."""
         channel = self._channel
-        while channel is not None and len(self._unconfirmed) < self._max_unconfirmed:
+        while channel is not None and not self.blocked and len(self._unconfirmed) < self._max_unconfirmed:
             entry = self._outbox.take()
             if entry is None:
                 break
