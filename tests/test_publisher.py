@@ -7,6 +7,9 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pika
+import pika.frame
+import pika.spec
 import pytest
 import pytest_twisted
 from pika.exceptions import ConnectionClosedByClient
@@ -235,3 +238,44 @@ def test_stop_while_backing_off_cancels_the_wait() -> None:
     d = publisher.stopService()
     assert d.called
     assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_a_channel_closed_by_the_broker_is_replaced_on_the_same_connection(
+    rig: Rig, queue_name: str
+) -> None:
+    """A channel error (here: publishing to a missing exchange) costs a channel, not the connection."""
+    await wait_for(lambda: rig.publisher.connected, what="connection")
+    conn, channel = rig.publisher._conn, rig.publisher._channel
+    channel.basic_publish("auditgen-no-such-exchange", "x", b"{}")
+    await wait_for(
+        lambda: rig.publisher._channel is not channel and rig.publisher.connected, what="new channel"
+    )
+    assert rig.publisher._conn is conn
+    assert conn.is_open
+    assert "NOT_FOUND" in (rig.publisher.last_error or "")
+    entries = rig.add(10, wait=True)
+    await defer.gatherResults([e.confirmed for e in entries])
+    received = [p.message_id for p, _ in await deferToThread(drain_queue, queue_name)]
+    assert received == [e.event_id for e in entries]
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_blocked_connection_holds_publishing_until_unblocked(rig: Rig, queue_name: str) -> None:
+    """Connection.Blocked (the broker's alarm) stops publishing and is reported; Unblocked resumes it.
+
+    The frames are delivered to the publisher's callbacks directly here; test_faults raises a real alarm.
+    """
+    await wait_for(lambda: rig.publisher.connected, what="connection")
+    frame = pika.frame.Method(0, pika.spec.Connection.Blocked(reason="low on memory"))
+    rig.publisher._on_blocked(None, frame)
+    assert rig.publisher.blocked
+    assert rig.sample("audit_events_generator_rabbitmq_blocked") == 1
+    assert "low on memory" in (rig.publisher.last_error or "")
+    rig.add(5)
+    assert rig.publisher.unconfirmed == 0 and rig.outbox.waiting == 5
+    rig.publisher._on_unblocked(None, pika.frame.Method(0, pika.spec.Connection.Unblocked()))
+    await wait_for(lambda: len(rig.outbox) == 0, what="delivery after unblock")
+    assert rig.sample("audit_events_generator_rabbitmq_blocked") == 0
