@@ -56,7 +56,9 @@ def amqp_answers(port: int, timeout: float = 2.0) -> bool:
     return first == b"\x01"  # a method frame: Connection.Start
 
 
-async def poll(reactor: Any, condition: Callable[[], Any], timeout: float, what: str) -> None:
+async def poll(
+    reactor: Any, condition: Callable[[], Any], timeout: float, what: str, every: float = 0.05
+) -> None:
     """Run the reactor until condition() (sync, or returning a Deferred/coroutine) is true, or fail."""
     deadline = reactor.seconds() + timeout
     while True:
@@ -67,7 +69,7 @@ async def poll(reactor: Any, condition: Callable[[], Any], timeout: float, what:
             return
         if reactor.seconds() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        await deferLater(reactor, 0.05, lambda: None)
+        await deferLater(reactor, every, lambda: None)
 
 
 class BrokerError(RuntimeError):
@@ -216,13 +218,14 @@ class PrivateBroker:
             expected = channel.queue_declare(queue, passive=True).method.message_count
             bodies: list[bytes] = []
             channel.basic_qos(prefetch_count=2000)
-            for method, _properties, body in channel.consume(queue, auto_ack=True, inactivity_timeout=5):
-                if method is None:
-                    break  # nothing for 5 s: the count was off (it must not be); the caller's check sees it
-                bodies.append(body)
-                if len(bodies) >= expected:
-                    break
-            channel.cancel()
+            if expected:
+                for method, _properties, body in channel.consume(queue, auto_ack=True, inactivity_timeout=5):
+                    if method is None:
+                        break  # nothing for 5 s: the count was off; the caller's check sees what is missing
+                    bodies.append(body)
+                    if len(bodies) >= expected:
+                        break
+                channel.cancel()
             while True:  # anything that arrived after the count was taken
                 method, _properties, body = channel.basic_get(queue, auto_ack=True)
                 if method is None:

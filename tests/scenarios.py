@@ -113,7 +113,8 @@ class Scenario:
             return (await self.sent()) >= until_sent
 
         deadline = 120 + until_sent / 100  # generous: at least ~300 events/s are generated and posted
-        await poll(self.reactor, enough, deadline, f"{until_sent} events sent ({name} the fault)")
+        # Each check scrapes /metrics: a few times a second is enough and costs the service little.
+        await poll(self.reactor, enough, deadline, f"{until_sent} events sent ({name} the fault)", every=0.25)
 
     async def outage(self, seconds: float, blocked: bool = False) -> None:
         """Sample /healthz for the fault's duration; it must turn 503 soon and stay so.
