@@ -1,0 +1,135 @@
+"""Confirmed-publish throughput: auditgen's outbox + publisher, with and without the spool, against a raw
+pika TwistedProtocolConnection publisher in confirm mode, measured in the same run.
+
+    python bench/throughput.py --events 50000 --runs 3 [--window 1000] [--host 127.0.0.1 --port 5672]
+
+Each run publishes --events persistent messages to a fresh durable queue (deleted afterwards) and times
+until the last broker ack. Printed: each variant's median events/s over the runs, and its ratio to the raw
+publisher. The machine is shared and noisy: compare the ratios, not the absolute figures across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import pika
+from pika.adapters.twisted_connection import TwistedProtocolConnection
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+from auditgen.config import Broker
+from auditgen.events import Catalog, EventFactory, encode
+from auditgen.metrics import Metrics
+from auditgen.outbox import Outbox, OutboxService
+from auditgen.publisher import Publisher
+from auditgen.spool import Spool
+
+
+async def _delete_queue(reactor: Any, host: str, port: int, queue: str) -> None:
+    conn = await connectProtocol(TCP4ClientEndpoint(reactor, host, port), TwistedProtocolConnection())
+    await conn.ready
+    channel = await conn.channel()
+    await channel.queue_delete(queue)
+    conn.close()
+    await conn.closed
+
+
+async def raw_pika(reactor: Any, host: str, port: int, events: int, window: int, body: bytes) -> float:
+    """The anchor: a bare confirm-mode publisher keeping `window` messages in flight."""
+    queue = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    conn = await connectProtocol(TCP4ClientEndpoint(reactor, host, port), TwistedProtocolConnection())
+    await conn.ready
+    channel = await conn.channel()
+    await channel.confirm_delivery()
+    await channel.queue_declare(queue=queue, durable=True)
+    properties = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+    done: defer.Deferred[None] = defer.Deferred()
+    state = {"sent": 0, "acked": 0}
+
+    def publish() -> None:
+        while state["sent"] < events and state["sent"] - state["acked"] < window:
+            state["sent"] += 1
+            channel.basic_publish("", queue, body, properties=properties).addCallback(acked)
+
+    def acked(_: Any) -> None:
+        state["acked"] += 1
+        if state["acked"] == events:
+            done.callback(None)
+        else:
+            publish()
+
+    start = time.perf_counter()
+    publish()
+    await done
+    elapsed = time.perf_counter() - start
+    conn.close()
+    await conn.closed
+    await _delete_queue(reactor, host, port, queue)
+    return events / elapsed
+
+
+async def auditgen(
+    reactor: Any, host: str, port: int, events: int, window: int, spool_dir: str | None
+) -> float:
+    """Outbox + Publisher as the service wires them; events are generated and encoded in the loop."""
+    queue = f"bench-auditgen-{uuid.uuid4().hex[:8]}"
+    metrics = Metrics()
+    spool = Spool(spool_dir, reactor) if spool_dir else None
+    outbox = Outbox(events + 1, metrics, reactor, spool=spool)
+    opened = OutboxService(outbox, spool, metrics)
+    opened.startService()
+    if opened._opened is not None:
+        await opened._opened
+    publisher = Publisher(
+        reactor, Broker(host, port, "guest", "guest", "/"), queue, outbox, metrics, max_unconfirmed=window
+    )
+    publisher.startService()
+    while not publisher.connected:
+        await task.deferLater(reactor, 0.01, lambda: None)
+    factory = EventFactory(Catalog.builtin())
+    start = time.perf_counter()
+    for _ in range(events):
+        outbox.add(factory.generate())
+    while len(outbox):
+        await task.deferLater(reactor, 0.001, lambda: None)
+    elapsed = time.perf_counter() - start
+    await publisher.stopService()
+    await defer.maybeDeferred(opened.stopService)
+    await _delete_queue(reactor, host, port, queue)
+    return events / elapsed
+
+
+async def main(reactor: Any, argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--window", type=int, default=1000)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5672)
+    args = parser.parse_args(argv)
+    body = encode(EventFactory(Catalog.builtin()).generate())
+    results: dict[str, list[float]] = {"raw pika": [], "auditgen (memory)": [], "auditgen (spool)": []}
+    for run in range(args.runs):
+        results["raw pika"].append(await raw_pika(reactor, args.host, args.port, args.events, args.window, body))
+        results["auditgen (memory)"].append(
+            await auditgen(reactor, args.host, args.port, args.events, args.window, None)
+        )
+        with tempfile.TemporaryDirectory() as spool_dir:
+            results["auditgen (spool)"].append(
+                await auditgen(reactor, args.host, args.port, args.events, args.window, spool_dir)
+            )
+        print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()), flush=True)
+    anchor = statistics.median(results["raw pika"])
+    print(f"\nmedians of {args.runs} runs, {args.events} persistent events each, window {args.window}:")
+    for name, rates in results.items():
+        median = statistics.median(rates)
+        print(f"  {name:<20} {median:>10,.0f} events/s   ratio to raw pika {median / anchor:.2f}")
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
