@@ -211,8 +211,6 @@ class OutboxService(Service):
     def _failed(self, failure: Any) -> None:
         self.log.failure("cannot open the spool; events will not be accepted", failure)
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
-        if self._spool is None:
-            return None
-        return self._spool.close()
+        return self._spool.close() if self._spool is not None else succeed(None)

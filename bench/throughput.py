@@ -99,13 +99,15 @@ async def auditgen(
         await task.deferLater(reactor, 0.001, lambda: None)
     elapsed = time.perf_counter() - start
     await publisher.stopService()
-    await defer.maybeDeferred(opened.stopService)
+    await opened.stopService()
     await _delete_queue(reactor, host, port, queue)
     return events / elapsed
 
 
 async def main(reactor: Any, argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--window", type=int, default=1000)
@@ -115,7 +117,8 @@ async def main(reactor: Any, argv: list[str] | None = None) -> None:
     body = encode(EventFactory(Catalog.builtin()).generate())
     results: dict[str, list[float]] = {"raw pika": [], "auditgen (memory)": [], "auditgen (spool)": []}
     for run in range(args.runs):
-        results["raw pika"].append(await raw_pika(reactor, args.host, args.port, args.events, args.window, body))
+        raw = await raw_pika(reactor, args.host, args.port, args.events, args.window, body)
+        results["raw pika"].append(raw)
         results["auditgen (memory)"].append(
             await auditgen(reactor, args.host, args.port, args.events, args.window, None)
         )
