@@ -132,7 +132,7 @@ def test_spool_dir_must_be_a_writable_directory(tmp_path: Path) -> None:
     """A spool path that is a file, or under a file, is refused before start; a new one is not created."""
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    with pytest.raises(ConfigError, match="AUDITGEN_SPOOL_DIR .*not a directory"):
+    with pytest.raises(ConfigError, match=r"AUDITGEN_SPOOL_DIR .*not a directory"):
         load_settings({}, {"AUDITGEN_SPOOL_DIR": str(a_file)}, {})
     with pytest.raises(ConfigError, match="cannot be created"):
         load_settings({"spool-dir": str(a_file / "spool")}, {}, {})

@@ -76,7 +76,8 @@ def test_full_outbox_pauses_generation_without_dropping_and_resumes() -> None:
     registry = outbox._metrics.registry
     assert generator.paused
     assert registry.get_sample_value("audit_events_generator_generator_paused") == 1
-    assert registry.get_sample_value("audit_events_generator_dropped_total", {"reason": "outbox_full"}) is None
+    dropped = registry.get_sample_value("audit_events_generator_dropped_total", {"reason": "outbox_full"})
+    assert dropped is None
     entry = outbox.take()
     assert entry is not None
     outbox.settle(entry)

@@ -1,4 +1,4 @@
-"""The durable outbox: on disk before acceptance, off disk after the ack, replayed in order, crash-tolerant."""
+"""The durable outbox: on disk before it is accepted, gone after the ack, replayed in order, crash-safe."""
 
 from __future__ import annotations
 
