@@ -218,6 +218,8 @@ class Scenario:
         metrics = await self.service.metrics()
         triggered, generated = metrics.accepted()
         self.notes["service_counted_triggered_last_run"] = int(triggered)
+        if metrics.overflowed():
+            self.notes["metrics_overflow_events"] = int(metrics.overflowed())  # the split is then rough
         exit_code = await self.service.terminate()
         self.notes.setdefault("exit_codes", []).append(exit_code)
         left = await deferToThread(self.service.spool_ids)

@@ -84,8 +84,16 @@ class Metrics:
             if sample == name and all(sample_labels.get(k) == v for k, v in labels.items())
         )
 
+    def overflowed(self) -> float:
+        """Events counted under the overflow label set (beyond --metrics-max-series): not attributable."""
+        return self.total(EVENTS_TOTAL, server_hostname="_overflow")
+
     def accepted(self) -> tuple[float, float]:
-        """(triggered by our load, generated): events_total split by our load's server_hostname."""
+        """(triggered by our load, generated): events_total split by our load's server_hostname.
+
+        Exact while events_total has fewer label sets than --metrics-max-series (the generator makes a
+        few hundred); overflowed() says when it is not.
+        """
         everything = self.total(EVENTS_TOTAL)
         ours = self.total(EVENTS_TOTAL, server_hostname=LOAD_HOSTNAME)
         return ours, everything - ours
