@@ -13,7 +13,13 @@ from twisted.internet.task import Clock
 from auditgen.events import SOURCE_API, Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.web import AuditAPI
+from auditgen.web import (
+    MAX_DETAILS_BYTES,
+    MAX_FIELD_NAME_CHARS,
+    MAX_FIELDS,
+    MAX_NESTING_DEPTH,
+    AuditAPI,
+)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -188,6 +194,100 @@ def test_bad_bodies_get_400_saying_what_is_wrong(body: bytes, message: str) -> N
     assert message in answer["error"]
     assert headers.getRawHeaders("content-type") == ["application/json"]
     assert len(h.outbox) == 0
+
+
+def event(**fields: Any) -> bytes:
+    """A body with event_type "x" (no template, so the given fields travel as they are) plus fields."""
+    return json.dumps({"event_type": "x", **fields}).encode()
+
+
+def nested(levels: int, container: str = "object") -> Any:
+    """A value of `levels` objects (or arrays) inside one another."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value} if container == "object" else [value]
+    return value
+
+
+def extras(count: int) -> dict[str, int]:
+    return {f"f{i}": i for i in range(count)}
+
+
+DETAILS_OVERHEAD = len(b'{"p":""}')  # details {"p": "..."} is this many bytes plus the string
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (event(event_type="e" * 65), "event_type is longer than 64 characters (65)"),
+        (event(severity="s" * 65), "severity is longer than 64 characters"),
+        (event(action_result="r" * 65), "action_result is longer than 64 characters"),
+        (event(server_hostname="h" * 256), "server_hostname is longer than 255 characters"),
+        (event(user_id="u" * 257), "user_id is longer than 256 characters"),
+        (
+            event(details=nested(MAX_NESTING_DEPTH + 1)),
+            "details.a.a.a.a.a.a.a.a is nested more than 8 levels",
+        ),
+        (
+            event(labels=nested(MAX_NESTING_DEPTH + 1, "array")),
+            "labels[0][0][0][0][0][0][0][0] is nested more",
+        ),
+        (
+            event(details={"p": "x" * (MAX_DETAILS_BYTES - DETAILS_OVERHEAD + 1)}),
+            "details is 65537 bytes as JSON; at most 65536 bytes",
+        ),
+        (event(**extras(MAX_FIELDS)), "too many fields: 65; an event has at most 64"),
+        (event(**{"n" * (MAX_FIELD_NAME_CHARS + 1): 1}), "is longer than 128 characters (129)"),
+        (b'{"event_type": "x", "n": 1e400}', "n is a number too large for a 64-bit float"),
+        (b'{"event_type": "x", "details": {"v": [0, -1e400]}}', "details.v[1] is a number too large"),
+        (b'{"event_type": "x", "n": 9223372036854775808}', "n is an integer outside the signed 64-bit range"),
+        (b'{"event_type": "x", "n": -9223372036854775809}', "n is an integer outside the signed 64-bit"),
+        (b'{"event_type": "x", "s": "a\\ud800b"}', "s contains an unpaired UTF-16 surrogate"),
+        (b'{"event_type": "x", "s": "\\udc00"}', "s contains an unpaired UTF-16 surrogate"),
+        (b'{"event_type": "\\ud83d"}', "event_type contains an unpaired UTF-16 surrogate"),
+        (b'{"event_type": "x", "details": {"k\\udfff": 1}}', "details has a key with an unpaired"),
+        (b'{"event_type": "x", "\\ud800": 1}', 'field name "\\ud800" contains an unpaired'),
+    ],
+)
+def test_limits_get_400_naming_the_field_and_the_limit(body: bytes, message: str) -> None:
+    """Over-long fields, deep or large values, and values no consumer can read are refused, not queued."""
+    h = Harness(max_body_bytes=1_000_000)
+    code, answer, headers = h.answer(post(h, body))
+    assert code == 400
+    assert message in answer["error"]
+    assert headers.getRawHeaders("content-type") == ["application/json"]
+    assert len(h.outbox) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        event(event_type="e" * 64, severity="s" * 64, action_result="r" * 64),
+        event(server_hostname="h" * 255, user_id="u" * 256),
+        event(details=nested(MAX_NESTING_DEPTH), labels=nested(MAX_NESTING_DEPTH, "array")),
+        event(details={"p": "x" * (MAX_DETAILS_BYTES - DETAILS_OVERHEAD)}),
+        event(details={"p": "\u00e9" * ((MAX_DETAILS_BYTES - DETAILS_OVERHEAD) // 2)}),
+        event(**extras(MAX_FIELDS - 1)),
+        event(**{"n" * MAX_FIELD_NAME_CHARS: 1}),
+        b'{"event_type": "x", "big": 9223372036854775807, "small": -9223372036854775808, "f": 1.7e308}',
+        b'{"event_type": "x", "tiny": 1e-400, "s": "\\ud83d\\ude00 \\u00e9"}',
+    ],
+)
+def test_values_at_the_limits_are_accepted_and_published_intact(body: bytes) -> None:
+    """Each limit is inclusive: a value exactly at it is accepted, and its event encodes to valid JSON."""
+    h = Harness(max_body_bytes=1_000_000)
+    d = post(h, body)
+    entry = h.outbox.take()
+    assert entry is not None
+    h.outbox.settle(entry)
+    code, answer, _ = h.answer(d)
+    assert (code, answer["event_id"]) == (202, entry.event_id)
+    sent = json.loads(entry.body.decode("utf-8"))
+    given = json.loads(body)
+    assert {k: v for k, v in sent.items() if k in given and k != "details"} == {
+        k: v for k, v in given.items() if k != "details"
+    }
+    assert sent["details"] == given.get("details", {})
 
 
 def test_non_json_content_type_gets_415_and_missing_content_type_is_json() -> None:
