@@ -46,6 +46,7 @@ TEXT_FIELD_LIMITS = {
 }
 OPTIONAL_TEXT_FIELDS = ("server_hostname", "user_id", "action_result", "severity")
 RETRY_AFTER_SECONDS = 1  # outbox full: room comes back as soon as the broker confirms
+CLOSING_RETRY_AFTER_SECONDS = 5  # shutting down: ask again once this instance (or another) is back
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -227,6 +228,9 @@ class AuditAPI:
     app = Klein()
     log = Logger()
 
+    closing: bool = False
+    """Set at the start of a graceful shutdown: new events get 503 and /healthz says "stopping"."""
+
     def __init__(
         self,
         factory: EventFactory,
@@ -244,10 +248,16 @@ class AuditAPI:
         self._clock = clock
         self._confirm_wait = confirm_wait
         self.max_body_bytes = max_body_bytes
+        self.closing = False
 
     @app.route("/generate_event", methods=["POST"])
     def generate_event(self, request: IRequest) -> bytes | Deferred[bytes]:
         """Accept one event; answer once the broker confirmed it, or say it is queued after a short wait."""
+        if self.closing:
+            request.setHeader(b"retry-after", str(CLOSING_RETRY_AFTER_SECONDS).encode())
+            return json_response(
+                request, 503, {"error": "shutting down; nothing was accepted, try again later"}
+            )
         content_type = request.getHeader("content-type")
         if content_type is not None and not _is_json(content_type):
             return json_response(
@@ -282,7 +292,8 @@ class AuditAPI:
     def healthz(self, request: IRequest) -> bytes:
         """200 while events can be confirmed, 503 otherwise, with what an operator needs to see why."""
         connected = self._health.connected
-        status = "healthy" if connected else "unhealthy"
+        # While stopping, a load balancer should send elsewhere, whatever the broker link.
+        status = "stopping" if self.closing else "healthy" if connected else "unhealthy"
         return json_response(
             request,
             200 if status == "healthy" else 503,

@@ -49,6 +49,7 @@ class Harness:
             confirm_wait=confirm_wait,
             max_body_bytes=max_body_bytes,
         )
+        self.api = api
         self.stub = StubTreq(api.app.resource())
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: Any = None) -> Any:
@@ -288,6 +289,29 @@ def test_values_at_the_limits_are_accepted_and_published_intact(body: bytes) -> 
         k: v for k, v in given.items() if k != "details"
     }
     assert sent["details"] == given.get("details", {})
+
+
+def test_closing_refuses_new_events_with_503_and_retry_after() -> None:
+    """While the service shuts down, nothing new is accepted and the caller is told to come back."""
+    h = Harness()
+    h.api.closing = True
+    code, body, headers = h.answer(post(h, {"event_type": "user_login"}))
+    assert code == 503
+    assert body["error"].startswith("shutting down; ")
+    assert headers.getRawHeaders("retry-after") == ["5"]
+    assert headers.getRawHeaders("content-type") == ["application/json"]
+    assert len(h.outbox) == 0
+
+
+def test_healthz_says_stopping_while_closing() -> None:
+    """A closing instance is taken out of rotation (503 "stopping") even though its broker link is fine."""
+    h = Harness()
+    assert h.answer(h.request("GET", "/healthz"))[0] == 200
+    h.api.closing = True
+    code, body, _ = h.answer(h.request("GET", "/healthz"))
+    assert code == 503
+    assert body["status"] == "stopping"
+    assert body["rabbitmq_connected"] is True
 
 
 def test_non_json_content_type_gets_415_and_missing_content_type_is_json() -> None:
