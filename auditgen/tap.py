@@ -119,8 +119,12 @@ def _listen(reactor: Any, port: int, resource: Any) -> Service:
     from twisted.internet.endpoints import TCP4ServerEndpoint
     from twisted.web.server import Site
 
+    from auditgen.web import ApiResource
+
     class QuietSite(Site):
         def log(self, request: Any) -> None:
             pass
 
-    return StreamServerEndpointService(TCP4ServerEndpoint(reactor, port), QuietSite(resource))
+    # The API's resource brings its own (also quiet) site: the body limit and JSON protocol errors.
+    site = resource.site() if isinstance(resource, ApiResource) else QuietSite(resource)
+    return StreamServerEndpointService(TCP4ServerEndpoint(reactor, port), site)

@@ -1,6 +1,8 @@
 """The HTTP API (Klein): trigger events, health for probes, and metrics for old scrapers.
 
-Every answer, errors included, is JSON, so a caller can always read what went wrong.
+Every answer, errors included, is JSON, so a caller can always read what went wrong: also the answers
+twisted.web would give on its own before a request reaches a route (a body over the limit, a header
+flood, a malformed request line), which `ApiSite` makes JSON too.
 """
 
 from __future__ import annotations
@@ -8,15 +10,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Protocol
+from io import BytesIO
+from typing import Any, Protocol, cast
 
 from klein import Klein
+from klein.resource import KleinResource
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from auditgen.events import SERVICE_FIELDS, EventFactory
@@ -36,6 +42,9 @@ MAX_NESTING_DEPTH = 8  # objects/arrays inside one another in a field's value; `
 MAX_DETAILS_BYTES = 64 * 1024  # `details` as sent to the broker (compact UTF-8 JSON)
 MIN_INT = -(2**63)  # integers must fit a signed 64-bit integer: Java's long, and what JS
 MAX_INT = 2**63 - 1  # consumers can at least read with a BigInt-aware parser
+# After a 413, how much more of the refused body is read (and dropped) so that the client, still sending,
+# reads the answer instead of a connection reset; a longer body gets the connection closed at once.
+MAX_DISCARD_BYTES = 16 * 1_048_576
 
 TEXT_FIELD_LIMITS = {
     "event_type": MAX_EVENT_TYPE_CHARS,
@@ -222,10 +231,181 @@ def too_large(max_body_bytes: int) -> str:
     return f"request body is larger than {max_body_bytes} bytes"
 
 
+class ApiChannel(HTTPChannel):
+    """An HTTPChannel whose own refusals are JSON like every other answer of the API.
+
+    twisted.web answers a header flood, an over-long line or a malformed request with a bare
+    "400 Bad Request" (or just drops the connection), before any route sees the request.
+    """
+
+    _refused = False
+    _closing = False
+
+    def refuse(self, code: int, error: str, linger: bool = False) -> None:
+        """Answer once, with a JSON error and `Connection: close`, written straight to the transport.
+
+        Without linger the connection closes now; with it, the caller keeps reading (and dropping) what
+        the client is still sending and closes later, so the client reads this answer, not a reset.
+        """
+        if not self._refused:
+            self._refused = True
+            body = json.dumps({"error": error}).encode()
+            head = (
+                f"HTTP/1.1 {code} {RESPONSES.get(code, b'Error').decode()}\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            assert self.transport is not None
+            self.transport.write(head.encode() + body)
+        if not linger:
+            self.close()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return  # refused and closing: whatever the client still sends is not parsed
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        """Close the connection once, however many ways of refusing the request ask for it."""
+        if not self._closing:
+            self._closing = True
+            self.loseConnection()  # type: ignore[no-untyped-call]
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's one exit for protocol-level bad requests (see HTTPChannel); the limits it enforces are
+        # maxHeaders and totalHeadersSize. tests/test_hostile.py pins this against Twisted upgrades.
+        if self._receivedHeaderCount > self.maxHeaders:
+            error = f"too many header fields; at most {self.maxHeaders}"
+        elif self._receivedHeaderSize > self.totalHeadersSize:
+            error = f"request line and header fields are larger than {self.totalHeadersSize} bytes"
+        else:
+            error = "malformed HTTP request"
+        self.refuse(400, f"bad request: {error}")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line over MAX_LENGTH, which LineReceiver would answer by dropping the connection."""
+        self.refuse(
+            400, f"bad request: a request line or header field is longer than {self.MAX_LENGTH} bytes"
+        )
+
+
+class ApiRequest(Request):
+    """A request that never buffers more of a body than the site's max_body_bytes.
+
+    twisted.web stores the whole body before a resource sees it, with no limit. Here a body declared
+    larger (Content-Length) or growing larger (chunked) is answered 413 at once, its bytes are dropped
+    as they arrive, and the request never reaches the resource.
+    """
+
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(channel, *args, **kwargs)  # type: ignore[no-untyped-call]
+        self.max_body_bytes: int = channel.site.max_body_bytes
+        self._received = 0
+        self._discarded = 0
+        self._too_large = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body_bytes:
+            # This 413 is final: no "100 Continue" may follow it, and a client waiting for one sends
+            # nothing more, so there is nothing to wait for.
+            waiting_for_continue = self.requestHeaders.hasHeader(b"expect")
+            self.requestHeaders.removeHeader(b"expect")
+            self.content = BytesIO()
+            self._refuse(linger=not waiting_for_continue and length <= MAX_DISCARD_BYTES)
+            return
+        super().gotLength(length)  # type: ignore[no-untyped-call]
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._too_large:
+            self._discard(len(data))
+            return
+        self._received += len(data)
+        if self._received > self.max_body_bytes:
+            assert self.content is not None
+            self.content.close()  # what was kept of this body, freed now
+            self.content = BytesIO()
+            self._refuse(linger=True)
+            self._discard(len(data))
+            return
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._too_large:
+            # The rest of the refused body has arrived and was dropped; the 413 is out. Done.
+            if isinstance(self.channel, ApiChannel):
+                self.channel.close()
+            return
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+
+    def _refuse(self, linger: bool) -> None:
+        self._too_large = True
+        assert isinstance(self.channel, ApiChannel)
+        self.channel.refuse(413, too_large(self.max_body_bytes), linger=linger)
+
+    def _discard(self, count: int) -> None:
+        self._discarded += count
+        if self._discarded > MAX_DISCARD_BYTES and isinstance(self.channel, ApiChannel):
+            self.channel.close()
+
+
+class ApiSite(Site):
+    """The API port's site: bodies bounded without buffering, JSON refusals, no access log.
+
+    Form parsing is off: the API reads JSON only, and a hostile multipart body must cost nothing.
+    """
+
+    protocol = ApiChannel  # type: ignore[assignment]  # a plain HTTPChannel: no HTTP/2 negotiation here
+    requestFactory = ApiRequest
+
+    def __init__(
+        self,
+        resource: Any,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        *,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(  # type: ignore[no-untyped-call]
+            resource, parsePOSTFormSubmission=False, reactor=reactor
+        )
+        self.max_body_bytes = max_body_bytes
+
+    def log(self, request: Any) -> None:
+        """No access-log line per request (thousands a second under load)."""
+
+
+class ApiResource(KleinResource):
+    """The API's Klein resource, knowing its API, so the twistd wiring can serve it with its own site."""
+
+    def __init__(self, app: Klein, api: AuditAPI | None) -> None:
+        super().__init__(app)
+        self.api = api
+
+    def site(self, reactor: IReactorTime | None = None) -> ApiSite:
+        """This resource behind an ApiSite with the API's body limit."""
+        limit = self.api.max_body_bytes if self.api is not None else DEFAULT_MAX_BODY_BYTES
+        return ApiSite(self, limit, reactor=reactor)
+
+
+class _ApiKlein(Klein):
+    """Klein whose bound app remembers its AuditAPI and whose resource is an ApiResource."""
+
+    api: AuditAPI | None = None
+
+    def __get__(self, instance: Any, owner: object) -> _ApiKlein:
+        bound = cast(_ApiKlein, super().__get__(instance, owner))
+        if instance is not None:
+            bound.api = instance
+        return bound
+
+    def resource(self) -> ApiResource:
+        return ApiResource(self, self.api)
+
+
 class AuditAPI:
     """The routes, bound to one service's outbox and publisher."""
 
-    app = Klein()
+    app = _ApiKlein()
     log = Logger()
 
     closing: bool = False
@@ -250,6 +430,11 @@ class AuditAPI:
         self.max_body_bytes = max_body_bytes
         self.closing = False
 
+    def site(self, reactor: IReactorTime | None = None) -> ApiSite:
+        """The site to serve this API with: body limit, JSON refusals, no access log."""
+        resource: ApiResource = self.app.resource()
+        return resource.site(reactor)
+
     @app.route("/generate_event", methods=["POST"])
     def generate_event(self, request: IRequest) -> bytes | Deferred[bytes]:
         """Accept one event; answer once the broker confirmed it, or say it is queued after a short wait."""
@@ -264,6 +449,8 @@ class AuditAPI:
                 request, 415, {"error": f"Content-Type must be application/json, not {content_type!r}"}
             )
         assert request.content is not None
+        # ApiSite already refuses larger bodies without storing them; this bound keeps the route safe
+        # under any other site too (tests, or an embedding that serves app.resource() itself).
         body = request.content.read(self.max_body_bytes + 1)
         if len(body) > self.max_body_bytes:
             return json_response(request, 413, {"error": too_large(self.max_body_bytes)})

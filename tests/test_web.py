@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
+from twisted.web.server import Site
 
 from auditgen.events import SOURCE_API, Catalog, EventFactory
 from auditgen.metrics import Metrics
@@ -32,10 +33,27 @@ class FakeHealth:
     address: str = "amqp://guest@localhost:5672/"
 
 
-class Harness:
-    """An API over a real outbox, with the broker played by the test (take + settle)."""
+def serve_through_api_site(stub: StubTreq, api: AuditAPI) -> None:
+    """Make StubTreq's in-memory server the production ApiSite instead of the plain Site it builds."""
+    agent = stub._agent  # treq.testing's RequestTraversalAgent builds Site(resource) itself
+    assert type(agent._serverFactory) is Site, "treq changed how StubTreq serves; update this helper"
+    agent._serverFactory = api.site(reactor=agent._memoryReactor)
 
-    def __init__(self, capacity: int = 10, confirm_wait: float = 1.0, max_body_bytes: int = 1024) -> None:
+
+class Harness:
+    """An API over a real outbox, with the broker played by the test (take + settle).
+
+    With api_site, requests go through the ApiSite that serves the API port (body limit, JSON protocol
+    errors, no form parsing); without it, through a plain twisted.web Site, which only the routes guard.
+    """
+
+    def __init__(
+        self,
+        capacity: int = 10,
+        confirm_wait: float = 1.0,
+        max_body_bytes: int = 1024,
+        api_site: bool = False,
+    ) -> None:
         self.clock = Clock()
         self.metrics = Metrics()
         self.outbox = Outbox(capacity, self.metrics, self.clock)
@@ -51,6 +69,8 @@ class Harness:
         )
         self.api = api
         self.stub = StubTreq(api.app.resource())
+        if api_site:
+            serve_through_api_site(self.stub, api)
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: Any = None) -> Any:
         """Send a request and run the in-memory transport until it is answered; return the response."""
