@@ -52,11 +52,15 @@ class AuditgenService(MultiService):
     once every child stopped we clear the recorded signal and twistd exits 0.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, api: Any) -> None:
         super().__init__()
         self._reactor = reactor
+        self._api = api
 
     def stopService(self) -> Deferred[None]:
+        # New API calls get 503 from now on, while the children stop in reverse order: the generator,
+        # the metrics port, the publisher (draining, bounded), the spool, and last the API port.
+        self._api.closing = True
         d: Deferred[None] = super().stopService()
 
         def stopped(result: None) -> None:
@@ -67,14 +71,15 @@ class AuditgenService(MultiService):
 
 
 def makeService(options: Options) -> IService:
-    """The broker publisher first and the generator last, so shutdown stops events before the publisher."""
+    """The API first and the generator last: on shutdown the generator stops first and the API last."""
     from twisted.internet import reactor
 
     from auditgen.events import Catalog, EventFactory
     from auditgen.generator import Generator
     from auditgen.metrics import Metrics, metrics_root
-    from auditgen.outbox import Outbox
+    from auditgen.outbox import Outbox, OutboxService
     from auditgen.publisher import Publisher
+    from auditgen.spool import Spool
     from auditgen.web import AuditAPI
 
     # pika logs through the stdlib at warning level for things this service reports itself, once per
@@ -83,7 +88,8 @@ def makeService(options: Options) -> IService:
     s = options.settings
     clock: Any = reactor
     metrics = Metrics(max_series=s.metrics_max_series)
-    outbox = Outbox(s.outbox_max, metrics, clock)
+    spool = Spool(s.spool_dir, reactor) if s.spool_dir else None
+    outbox = Outbox(s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes)
     factory = EventFactory(Catalog.builtin())
     publisher = Publisher(
         reactor,
@@ -105,11 +111,12 @@ def makeService(options: Options) -> IService:
         confirm_wait=s.confirm_wait,
         max_body_bytes=s.max_body_bytes,
     )
-    root = AuditgenService(reactor)
+    root = AuditgenService(reactor, api)
+    root.addService(_listen(reactor, s.app_port, api.app.resource()))
+    root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)
     root.addService(_listen(reactor, s.prometheus_port, metrics_root(metrics.registry)))
-    root.addService(_listen(reactor, s.app_port, api.app.resource()))
-    root.addService(Generator(clock, s.interval, factory, outbox))
+    root.addService(Generator(clock, s.interval, factory, outbox, metrics))
     return root
 
 
