@@ -134,7 +134,7 @@ class Outbox:
 
     def _accept(self, entry: Entry, labels: tuple[str, str, str]) -> None:
         self._waiting.append(entry)
-        self._metrics.events.labels(*labels).inc()
+        self._metrics.count_event(*labels)
         if self._listener is not None:
             self._listener()
 

@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from auditgen.events import SERVICE_FIELDS, EventFactory
 from auditgen.metrics import render_metrics
 from auditgen.outbox import Entry, Outbox, OutboxFull
+from auditgen.spool import SpoolError
 
 # -- Limits on what a caller may send. Each refusal is a 400 (413 for the body) naming the field and limit.
 DEFAULT_MAX_BODY_BYTES = 1_048_576  # AUDITGEN_MAX_BODY_BYTES; the whole request body
@@ -56,6 +57,7 @@ TEXT_FIELD_LIMITS = {
 OPTIONAL_TEXT_FIELDS = ("server_hostname", "user_id", "action_result", "severity")
 RETRY_AFTER_SECONDS = 1  # outbox full: room comes back as soon as the broker confirms
 CLOSING_RETRY_AFTER_SECONDS = 5  # shutting down: ask again once this instance (or another) is back
+IDLE_TIMEOUT_SECONDS = 75  # an idle keep-alive connection is closed after this (Twisted: 12 hours)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -73,6 +75,9 @@ class Health(Protocol):
     def connected(self) -> bool: ...
     @property
     def unconfirmed(self) -> int: ...
+
+    blocked: bool
+
     @property
     def address(self) -> str: ...
 
@@ -369,6 +374,8 @@ class ApiSite(Site):
             resource, parsePOSTFormSubmission=False, reactor=reactor
         )
         self.max_body_bytes = max_body_bytes
+        # Twisted's default keeps an idle connection 12 hours; a slow or silent client gets 75 s.
+        self.timeOut = IDLE_TIMEOUT_SECONDS
 
     def log(self, request: Any) -> None:
         """No access-log line per request (thousands a second under load)."""
@@ -464,7 +471,16 @@ class AuditAPI:
         except OutboxFull as e:
             request.setHeader(b"retry-after", str(RETRY_AFTER_SECONDS).encode())
             return json_response(request, 503, {"error": f"{e}; nothing was accepted, try again later"})
-        return stored.addCallback(self._answer_when_confirmed, request)
+        return stored.addCallbacks(
+            self._answer_when_confirmed, self._not_stored, callbackArgs=(request,), errbackArgs=(request,)
+        )
+
+    def _not_stored(self, failure: Failure, request: IRequest) -> bytes | Failure:
+        """The spool could not write the event: nothing was accepted, and the caller may try again."""
+        if not failure.check(SpoolError):
+            return failure
+        request.setHeader(b"retry-after", str(RETRY_AFTER_SECONDS).encode())
+        return json_response(request, 503, {"error": f"{failure.getErrorMessage()}; nothing was accepted"})
 
     def _answer_when_confirmed(self, entry: Entry, request: IRequest) -> Deferred[bytes]:
         """202 success on the broker's ack; 202 queued if it does not come within the wait."""
@@ -479,14 +495,16 @@ class AuditAPI:
     def healthz(self, request: IRequest) -> bytes:
         """200 while events can be confirmed, 503 otherwise, with what an operator needs to see why."""
         connected = self._health.connected
+        blocked = self._health.blocked
         # While stopping, a load balancer should send elsewhere, whatever the broker link.
-        status = "stopping" if self.closing else "healthy" if connected else "unhealthy"
+        status = "stopping" if self.closing else "healthy" if connected and not blocked else "unhealthy"
         return json_response(
             request,
             200 if status == "healthy" else 503,
             {
                 "status": status,
                 "rabbitmq_connected": connected,
+                "rabbitmq_blocked": blocked,
                 "broker": self._health.address,
                 "outbox_depth": len(self._outbox),
                 "outbox_capacity": self._outbox.capacity,

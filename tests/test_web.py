@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 from treq.testing import StubTreq
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.web.server import Site
 
 from auditgen.events import SOURCE_API, Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
+from auditgen.spool import SpoolError
 from auditgen.web import (
     MAX_DETAILS_BYTES,
     MAX_FIELD_NAME_CHARS,
@@ -28,6 +30,7 @@ JSON = {"Content-Type": "application/json"}
 @dataclass
 class FakeHealth:
     connected: bool = True
+    blocked: bool = False
     unconfirmed: int = 0
     last_error: str | None = None
     address: str = "amqp://guest@localhost:5672/"
@@ -53,10 +56,12 @@ class Harness:
         confirm_wait: float = 1.0,
         max_body_bytes: int = 1024,
         api_site: bool = False,
+        spool: Any = None,
+        max_series: int = 1000,
     ) -> None:
         self.clock = Clock()
-        self.metrics = Metrics()
-        self.outbox = Outbox(capacity, self.metrics, self.clock)
+        self.metrics = Metrics(max_series=max_series)
+        self.outbox = Outbox(capacity, self.metrics, self.clock, spool=spool)
         self.health = FakeHealth()
         api = AuditAPI(
             EventFactory(Catalog.builtin()),
@@ -389,6 +394,17 @@ def test_healthz_reflects_the_broker_link() -> None:
     assert body["outbox_depth"] == 1
 
 
+def test_healthz_is_503_while_the_broker_blocks_publishing() -> None:
+    """Connected but blocked by a broker alarm cannot confirm events: 503, and the reason is visible."""
+    h = Harness()
+    h.health.blocked = True
+    h.health.last_error = "broker blocked publishing: low on memory"
+    code, body, _ = h.answer(h.request("GET", "/healthz"))
+    assert code == 503
+    assert (body["status"], body["rabbitmq_connected"], body["rabbitmq_blocked"]) == ("unhealthy", True, True)
+    assert "low on memory" in body["last_error"]
+
+
 def test_metrics_on_the_api_port() -> None:
     """/metrics on the API port serves the same registry as the metrics port."""
     h = Harness()
@@ -407,3 +423,41 @@ def test_metrics_on_the_api_port() -> None:
         '{action_result="SUCCESS",event_type="user_login",server_hostname="h1"} 1.0' in text[0]
     )
     assert "audit_events_generator_published_success_total 1.0" in text[0]
+
+
+class FailingSpool:
+    """A spool whose disk refuses every write."""
+
+    def store(self, *args: Any) -> Any:
+        return defer.fail(SpoolError("could not write the spool at /full: disk I/O error"))
+
+
+def test_an_event_the_spool_cannot_store_is_refused_with_503() -> None:
+    """A disk error means the event was not accepted: 503 with Retry-After, never a 202 or a 500."""
+    h = Harness(spool=FailingSpool())
+    code, body, headers = h.answer(post(h, {"event_type": "user_login"}))
+    assert code == 503
+    assert "disk I/O error" in body["error"] and "nothing was accepted" in body["error"]
+    assert headers.getRawHeaders("retry-after") == ["1"]
+    assert len(h.outbox) == 0
+    assert (
+        h.metrics.registry.get_sample_value("audit_events_generator_dropped_total", {"reason": "spool_error"})
+        == 1
+    )
+
+
+def test_caller_chosen_hostnames_cannot_grow_the_metrics_without_bound() -> None:
+    """Distinct hostnames sent over the API make at most max_series series, plus one overflow series."""
+    h = Harness(capacity=10_000, max_series=50)
+    for i in range(300):
+        post(h, {"event_type": "user_login", "server_hostname": f"host-{i}", "action_result": "SUCCESS"})
+    series = [
+        s
+        for metric in h.metrics.registry.collect()
+        if metric.name == "audit_events_generator_events"
+        for s in metric.samples
+        if s.name.endswith("_total")
+    ]
+    assert len(series) == 51
+    overflow = [s for s in series if s.labels["server_hostname"] == "_overflow"]
+    assert overflow[0].value == 300 - 50
