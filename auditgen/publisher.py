@@ -36,17 +36,24 @@ _T = TypeVar("_T")
 
 
 class Backoff:
-    """Exponential delays with equal jitter, capped, so many clients do not reconnect in step."""
+    """Exponential delays with equal jitter, capped, so many clients do not reconnect in step.
 
-    def __init__(self, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> None:
+    The growth is gentle (x1.3 from 0.1 s) so a broker back after a short outage (a restart, ten seconds)
+    is found again within a few seconds, while a long outage still backs off to the cap in about 90 s.
+    """
+
+    def __init__(
+        self, base: float = 0.1, cap: float = 30.0, factor: float = 1.3, rng: random.Random | None = None
+    ) -> None:
         self.base = base
         self.cap = cap
+        self.factor = factor
         self.attempts = 0
         self._rng = rng or random.Random()
 
     def next(self) -> float:
-        """The delay before the next attempt; each call doubles the ceiling up to the cap."""
-        ceiling = min(self.cap, self.base * 2 ** min(self.attempts, 32))
+        """The delay before the next attempt, in [ceiling/2, ceiling]; the ceiling grows to the cap."""
+        ceiling = min(self.cap, self.base * self.factor ** min(self.attempts, 200))
         self.attempts += 1
         return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
 

@@ -11,7 +11,7 @@ import os
 from typing import Any, ClassVar
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.python import usage
 
 from auditgen.config import SPECS, ConfigError, Settings, load_settings, read_dotenv
@@ -58,16 +58,20 @@ class AuditgenService(MultiService):
         self._api = api
 
     def stopService(self) -> Deferred[None]:
-        # New API calls get 503 from now on, while the children stop in reverse order: the generator,
-        # the metrics port, the publisher (draining, bounded), the spool, and last the API port.
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        """Stop the children one after another, in reverse order (MultiService stops them all at once).
+
+        New API calls get 503 from the start; then the generator stops, the metrics port, the publisher
+        (draining its confirms, bounded), the spool (committing the last acks), and last the API port.
+        """
         self._api.closing = True
-        d: Deferred[None] = super().stopService()
-
-        def stopped(result: None) -> None:
-            if hasattr(self._reactor, "_exitSignal"):
-                self._reactor._exitSignal = None
-
-        return d.addCallback(stopped)
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            await maybeDeferred(child.stopService)
+        if hasattr(self._reactor, "_exitSignal"):
+            self._reactor._exitSignal = None
 
 
 def makeService(options: Options) -> IService:
