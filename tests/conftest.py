@@ -15,6 +15,8 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+from tests.broker import poll
+
 reactor: Any = _reactor
 
 BROKER_HOST = os.environ.get("RABBITMQ_HOST", "127.0.0.1")
@@ -33,16 +35,7 @@ async def wait_for(
     condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
 ) -> None:
     """Let the reactor run until condition() holds (it may be async); fail after timeout seconds."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await deferLater(reactor, 0.01, lambda: None)
+    await poll(reactor, condition, timeout, what, every=0.01)
 
 
 @pytest_twisted.async_yield_fixture(autouse=True)

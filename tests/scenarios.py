@@ -8,7 +8,7 @@ service counts them) before the fault and in all, so the same code runs the quic
   stop_app         rabbitmqctl stop_app for 10 s, then start_app
   network_cut      a proxy between service and node cuts every connection and refuses new ones for 5 s
   sigterm_restart  SIGTERM mid-load (exit code 0 expected), then a restart on the same spool
-  sigkill_restart  SIGKILL mid-load, then a restart on the same spool
+  sigkill_restart  SIGKILL mid-load with a backlog held by a memory alarm, then a restart on the same spool
   memory_alarm     the node's memory alarm (watermark 0) for 5 s, then watermark 0.4
   steady           no fault: steady load for a given time, sampling the service's RSS (for the soak)
 """
@@ -350,6 +350,9 @@ def runs(codes: list[int | None]) -> str:
 # -- the faults: what happens between the "before" phase and the "after" phase ----------------------
 
 
+SIGKILL_BACKLOG = 300  # events accepted but not confirmed when the service is killed
+
+
 async def _stop_app(s: Scenario) -> None:
     await s.node.stop_app()
     try:
@@ -378,7 +381,19 @@ async def _sigterm_restart(s: Scenario) -> None:
 
 
 async def _sigkill_restart(s: Scenario) -> None:
-    exit_code = await s.stop_mid_load(signal.SIGKILL)
+    # Hold the broker's confirms first (a memory alarm), so that the process dies with a backlog of
+    # accepted, unconfirmed events on disk: the spool, not a quick broker, must carry them over.
+    await s.node.memory_alarm(True)
+    try:
+
+        async def backlog() -> bool:
+            answer = await s.service.health()
+            return answer is not None and answer[1].get("outbox_depth", 0) >= SIGKILL_BACKLOG
+
+        await poll(s.reactor, backlog, 30, f"a backlog of {SIGKILL_BACKLOG} events before the kill")
+        exit_code = await s.stop_mid_load(signal.SIGKILL)
+    finally:
+        await s.node.memory_alarm(False)
     assert exit_code == -signal.SIGKILL, exit_code
     await s.restart()
 
