@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
+MAX_RATE = 100_000
+
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
@@ -49,6 +51,7 @@ class Settings:
     app_port: int
     prometheus_port: int
     interval: float
+    rate: float | None
     outbox_max: int
     max_unconfirmed: int
     confirm_wait: float
@@ -59,6 +62,13 @@ class Settings:
     spool_max_bytes: int
     metrics_max_series: int
     max_body_bytes: int
+
+    @property
+    def events_per_second(self) -> float:
+        """The generator's rate: AUDITGEN_RATE, else one event per interval, else 0 (off)."""
+        if self.rate is not None:
+            return self.rate
+        return 1.0 / self.interval if self.interval > 0 else 0.0
 
 
 def _port(text: str) -> int:
@@ -103,6 +113,16 @@ def _positive_seconds(text: str) -> float:
     value = _seconds(text)
     if value == 0:
         raise ValueError("expected a number of seconds greater than 0")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("expected events per second, a number") from None
+    if not 0.01 <= value <= MAX_RATE:
+        raise ValueError(f"expected events per second from 0.01 to {MAX_RATE}")
     return value
 
 
@@ -193,6 +213,14 @@ SPECS: tuple[Spec, ...] = (
         "5",
         _seconds,
         "Seconds between generated events; 0 turns generation off.",
+    ),
+    Spec(
+        "rate",
+        "AUDITGEN_RATE",
+        "rate",
+        None,
+        _rate,
+        "Events per second to generate (0.01 to 100000); overrides EVENT_GENERATION_INTERVAL_SECONDS.",
     ),
     Spec(
         "outbox_max",

@@ -1,7 +1,10 @@
-"""The generator: a LoopingCall that puts one random event into the outbox every interval, and pauses
+"""The generator: a LoopingCall that puts random events into the outbox at a steady rate, and holds back
 while the outbox is full."""
 
 from __future__ import annotations
+
+import math
+from collections import deque
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -13,26 +16,47 @@ from auditgen.events import EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox, OutboxFull
 
+TICK = 0.01  # at high rates, events go out every 10 ms: smooth within a second, cheap per event
+CATCH_UP = 0.1  # the most a single (late) tick makes, in seconds of the schedule
+RATE_WINDOW = 5.0  # seconds over which the achieved rate is reported
+
 
 class Generator(Service):
-    """Generates events at a fixed interval; an interval of 0 means it never runs."""
+    """Generates `rate` events per second (0: never), exactly on average and smoothly.
+
+    Each tick makes as many events as the clock says are due since the start, so late ticks never make
+    the rate drift. While the outbox is full the events due are not made at all (nothing to drop, no
+    memory grows) and the schedule restarts from now once there is room, so no burst follows a pause.
+    """
 
     log = Logger()
 
     def __init__(
-        self, clock: IReactorTime, interval: float, factory: EventFactory, outbox: Outbox, metrics: Metrics
+        self, clock: IReactorTime, rate: float, factory: EventFactory, outbox: Outbox, metrics: Metrics
     ) -> None:
-        self.interval = interval
+        self.rate = rate
         self.paused = False
+        self._clock = clock
         self._factory = factory
         self._outbox = outbox
         self._metrics = metrics
         self._call = LoopingCall(self._tick)
         self._call.clock = clock
+        self._start = 0.0
+        self._made = 0
+        self._history: deque[tuple[float, int]] = deque()
+        self._total = 0
+        metrics.generator_rate.set_function(self.achieved_rate)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between ticks: one event per tick up to 100/s, then a batch every TICK."""
+        return max(1.0 / self.rate, TICK) if self.rate > 0 else 0.0
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        if self.interval > 0:
+        if self.rate > 0:
+            self._restart_schedule()
             d = self._call.start(self.interval, now=True)
             d.addErrback(lambda f: self.log.failure("event generator stopped", f))
 
@@ -41,21 +65,54 @@ class Generator(Service):
         if self._call.running:
             self._call.stop()
 
+    def achieved_rate(self) -> float:
+        """Events generated per second over the last few seconds."""
+        if len(self._history) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._history[0], self._history[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def _restart_schedule(self) -> None:
+        self._start = self._clock.seconds()
+        self._made = 0
+
     def _tick(self) -> None:
-        """One event, unless the outbox is full: then pause, never drop.
+        """The events due now, unless the outbox is full: then pause, never drop.
 
         Every error is caught here, because a LoopingCall whose body raises stops for good.
         """
         try:
+            now = self._clock.seconds()
             if self._outbox.full:
                 self._pause(True)
-                return
-            self._pause(False)
-            self._outbox.add(self._factory.generate()).addErrback(self._not_stored)
+            else:
+                self._pause(False)
+                for _ in range(self._due(now)):
+                    if self._outbox.full:
+                        self._pause(True)
+                        break
+                    self._outbox.add(self._factory.generate()).addErrback(self._not_stored)
+                    self._made += 1
+                    self._total += 1
+            self._record(now)
         except OutboxFull:
             self._pause(True)
         except Exception:
             self.log.failure("could not generate an event")
+
+    def _due(self, now: float) -> int:
+        """Events owed by the schedule now; a debt of over a second (a stalled machine) is forgiven
+        rather than paid in a burst, and a late tick catches up at most CATCH_UP seconds' worth."""
+        due = int((now - self._start) * self.rate + 1e-9) + 1 - self._made
+        if due > max(1.0, self.rate):
+            self._restart_schedule()
+            return 1
+        return min(due, max(1, math.ceil(self.rate * CATCH_UP)))
+
+    def _record(self, now: float) -> None:
+        self._history.append((now, self._total))
+        while self._history and self._history[0][0] < now - RATE_WINDOW:
+            self._history.popleft()
 
     def _pause(self, paused: bool) -> None:
         if paused == self.paused:
@@ -65,6 +122,7 @@ class Generator(Service):
         if paused:
             self.log.warn("the outbox is full: generation paused until the broker catches up")
         else:
+            self._restart_schedule()  # no burst to make up for the pause
             self.log.info("the outbox has room again: generation resumed")
 
     def _not_stored(self, failure: Failure) -> None:

@@ -80,6 +80,11 @@ class Metrics:
             "1 while the broker blocks publishing (its memory or disk alarm), else 0.",
             registry=r,
         )
+        self.generator_rate = Gauge(
+            f"{PREFIX}_generator_rate",
+            "Events per second the generator achieved over the last 5 seconds.",
+            registry=r,
+        )
         self.generator_paused = Gauge(
             f"{PREFIX}_generator_paused", "1 while the generator waits for room in the outbox.", registry=r
         )

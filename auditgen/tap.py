@@ -120,7 +120,7 @@ def makeService(options: Options) -> IService:
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)
     root.addService(_listen(reactor, s.prometheus_port, metrics_root(metrics.registry)))
-    root.addService(Generator(clock, s.interval, factory, outbox, metrics))
+    root.addService(Generator(clock, s.events_per_second, factory, outbox, metrics))
     return root
 
 

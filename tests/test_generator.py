@@ -16,7 +16,8 @@ def make(interval: float, capacity: int = 100, factory: Any = None) -> tuple[Clo
     clock = Clock()
     metrics = Metrics()
     outbox = Outbox(capacity, metrics, clock)
-    generator = Generator(clock, interval, factory or EventFactory(Catalog.builtin()), outbox, metrics)
+    rate = 1 / interval if interval else 0.0
+    generator = Generator(clock, rate, factory or EventFactory(Catalog.builtin()), outbox, metrics)
     return clock, outbox, generator
 
 
@@ -85,4 +86,76 @@ def test_full_outbox_pauses_generation_without_dropping_and_resumes() -> None:
     assert len(outbox) == 2
     assert not generator.paused
     assert registry.get_sample_value("audit_events_generator_generator_paused") == 0
+    generator.stopService()
+
+
+def run_for(clock: Clock, seconds: float, step: float) -> None:
+    """Advance the clock in steps, as a real reactor's ticks would arrive."""
+    for _ in range(round(seconds / step)):
+        clock.advance(step)
+
+
+def test_rate_is_exact_on_average_and_smooth_within_a_second() -> None:
+    """AUDITGEN_RATE=2000: 2,000 events in each second, spread over the ticks (no burst at the top of a
+    second), and the achieved-rate gauge says so."""
+    clock, outbox, generator = make(1.0, capacity=100_000)
+    generator.rate = 2000.0
+    generator.startService()
+    counts = []
+    for _ in range(50):  # 5 s in 100 ms slices
+        before = len(outbox)
+        run_for(clock, 0.1, 0.01)
+        counts.append(len(outbox) - before)
+    assert len(outbox) == 10_001  # one at the start, then 2,000 a second
+    assert min(counts) >= 195 and max(counts) <= 205, counts
+    assert abs(generator.achieved_rate() - 2000) < 40
+    generator.stopService()
+
+
+def test_late_ticks_do_not_make_the_rate_drift() -> None:
+    """Ticks that arrive late (a busy reactor) are caught up from the clock, so the average holds."""
+    clock, outbox, generator = make(1.0, capacity=100_000)
+    generator.rate = 500.0
+    generator.startService()
+    run_for(clock, 10.0, 0.037)
+    assert abs(len(outbox) - 5000) <= 25
+    generator.stopService()
+
+
+def test_a_long_stall_is_forgiven_not_paid_back_in_a_burst() -> None:
+    """After the clock jumps 5 s (a stalled machine), the next tick makes a tick's worth, not 5 s worth."""
+    clock, outbox, generator = make(1.0, capacity=100_000)
+    generator.rate = 1000.0
+    generator.startService()
+    run_for(clock, 1.0, 0.01)
+    before = len(outbox)
+    clock.advance(5.0)
+    assert len(outbox) - before <= 1
+    run_for(clock, 1.0, 0.01)
+    assert abs(len(outbox) - before - 1000) <= 31
+    generator.stopService()
+
+
+def test_low_rates_tick_once_per_event() -> None:
+    """A rate of 0.5/s is one event every 2 s, from the start."""
+    clock, outbox, generator = make(2.0)
+    assert generator.interval == 2.0
+    generator.startService()
+    clock.pump([1.0] * 10)
+    assert len(outbox) == 6
+    generator.stopService()
+
+
+def test_resuming_after_a_full_outbox_makes_no_burst() -> None:
+    """Events not made while paused are not made up for afterwards: memory and the broker see no spike."""
+    clock, outbox, generator = make(1.0, capacity=50)
+    generator.rate = 1000.0
+    generator.startService()
+    run_for(clock, 1.0, 0.01)
+    assert generator.paused and len(outbox) == 50
+    while (entry := outbox.take()) is not None:
+        outbox.settle(entry)
+    clock.advance(0.01)
+    assert not generator.paused
+    assert len(outbox) <= 11
     generator.stopService()

@@ -64,3 +64,13 @@ def test_ci_runs_the_readme_test_command() -> None:
     command = "python3 -m venv .venv && .venv/bin/pip install -q '.[test]' && .venv/bin/python -m pytest"
     assert command in readme
     assert command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_documents_every_metric() -> None:
+    """Every metric the service exports has a row in the README's metrics table."""
+    from auditgen.metrics import Metrics
+
+    readme = (ROOT / "README.md").read_text()
+    for metric in Metrics().registry.collect():
+        name = metric.name + ("_total" if metric.type == "counter" else "")
+        assert f"`{name}" in readme, name
