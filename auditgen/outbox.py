@@ -11,14 +11,15 @@ the broker confirms it; what an earlier run left is published first, in order.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from auditgen.events import encode
 from auditgen.metrics import Metrics
@@ -92,11 +93,27 @@ class Outbox:
         event counts as accepted; with wait, entry.confirmed then fires on the broker's ack.
         """
         body = encode(event)
-        if len(self) >= self.capacity:
-            raise self._refuse(f"outbox full ({self.capacity} events waiting for the broker)")
-        if self._spool is not None and self._bytes + len(body) > self.spool_max_bytes:
+        self._make_room(1, len(body))
+        return self._add(event, body, wait)
+
+    def add_many(self, events: Sequence[Mapping[str, Any]], wait: bool = False) -> Deferred[list[Entry]]:
+        """Accept all of the events or none (OutboxFull); fires once every one is stored."""
+        bodies = [encode(event) for event in events]
+        self._make_room(len(bodies), sum(map(len, bodies)))
+        stored = [self._add(event, body, wait) for event, body in zip(events, bodies, strict=True)]
+        return gatherResults(stored, consumeErrors=True).addErrback(_first_error)
+
+    def _make_room(self, count: int, size: int) -> None:
+        """Raise OutboxFull, counting the refused events, unless `count` events of `size` bytes fit."""
+        if len(self) + count > self.capacity:
+            raise self._refuse(count, f"outbox full ({self.capacity} events waiting for the broker)")
+        if self._spool is not None and self._bytes + size > self.spool_max_bytes:
             self._spool_refused = True
-            raise self._refuse(f"spool full ({self.spool_max_bytes} bytes of events waiting for the broker)")
+            raise self._refuse(
+                count, f"spool full ({self.spool_max_bytes} bytes of events waiting for the broker)"
+            )
+
+    def _add(self, event: Mapping[str, Any], body: bytes, wait: bool) -> Deferred[Entry]:
         entry = Entry(
             event_id=event["event_id"],
             event_type=event["event_type"],
@@ -115,9 +132,9 @@ class Outbox:
             self._stored, self._not_stored, callbackArgs=(entry, labels), errbackArgs=(entry,)
         )
 
-    def _refuse(self, reason: str) -> OutboxFull:
-        self._metrics.dropped.labels("outbox_full").inc()
-        self._metrics.published_failure.inc()
+    def _refuse(self, count: int, reason: str) -> OutboxFull:
+        self._metrics.dropped.labels("outbox_full").inc(count)
+        self._metrics.published_failure.inc(count)
         return OutboxFull(reason)
 
     def _stored(self, seq: int, entry: Entry, labels: tuple[str, str, str]) -> Entry:
@@ -169,6 +186,12 @@ class Outbox:
         self._waiting.extendleft(reversed(entries))
         if entries and self._listener is not None:
             self._listener()
+
+
+def _first_error(failure: Failure) -> Failure:
+    """gatherResults wraps the first failure in FirstError; callers want the SpoolError itself."""
+    error = failure.value
+    return error.subFailure if isinstance(error, FirstError) else failure
 
 
 class OutboxService(Service):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from io import BytesIO
 from typing import Any, Protocol, cast
 
 from klein import Klein
 from klein.resource import KleinResource
 from prometheus_client import CollectorRegistry
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -55,6 +56,8 @@ TEXT_FIELD_LIMITS = {
     "severity": MAX_SEVERITY_CHARS,
 }
 OPTIONAL_TEXT_FIELDS = ("server_hostname", "user_id", "action_result", "severity")
+MAX_BULK_COUNT = 10_000  # events one POST /generate_event?count=N may create
+BULK_IDS_LISTED = 1_000  # up to this many, a bulk answer lists every event_id; above, the first and last
 RETRY_AFTER_SECONDS = 1  # outbox full: room comes back as soon as the broker confirms
 CLOSING_RETRY_AFTER_SECONDS = 5  # shutting down: ask again once this instance (or another) is back
 IDLE_TIMEOUT_SECONDS = 75  # an idle keep-alive connection is closed after this (Twisted: 12 hours)
@@ -82,6 +85,22 @@ class Health(Protocol):
     def address(self) -> str: ...
 
     last_error: str | None
+
+
+def parse_count(args: Mapping[bytes, list[bytes]]) -> int | None:
+    """The bulk trigger's ?count=N, from 1 to MAX_BULK_COUNT; None when absent."""
+    values = args.get(b"count")
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise BadRequest("count must be given once")
+    try:
+        count = int(values[0].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(f"count must be a whole number from 1 to {MAX_BULK_COUNT}") from None
+    if not 1 <= count <= MAX_BULK_COUNT:
+        raise BadRequest(f"count must be a whole number from 1 to {MAX_BULK_COUNT}")
+    return count
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -462,17 +481,36 @@ class AuditAPI:
         if len(body) > self.max_body_bytes:
             return json_response(request, 413, {"error": too_large(self.max_body_bytes)})
         try:
+            count = parse_count(request.args)
             fields = parse_event_request(body)
         except BadRequest as e:
             return json_response(request, 400, {"error": str(e)})
-        event = self._factory.complete(fields)
         try:
-            stored = self._outbox.add(event, wait=True)
+            if count is None:
+                stored: Deferred[Any] = self._outbox.add(self._factory.complete(fields), wait=True)
+                answer: Callable[[Any, IRequest], Deferred[bytes]] = self._answer_when_confirmed
+            else:
+                events = [self._factory.complete(fields) for _ in range(count)]
+                stored = self._outbox.add_many(events, wait=True)
+                answer = self._answer_bulk
         except OutboxFull as e:
             request.setHeader(b"retry-after", str(RETRY_AFTER_SECONDS).encode())
             return json_response(request, 503, {"error": f"{e}; nothing was accepted, try again later"})
-        return stored.addCallbacks(
-            self._answer_when_confirmed, self._not_stored, callbackArgs=(request,), errbackArgs=(request,)
+        return stored.addCallbacks(answer, self._not_stored, callbackArgs=(request,), errbackArgs=(request,))
+
+    def _answer_bulk(self, entries: list[Entry], request: IRequest) -> Deferred[bytes]:
+        """202 once every event is confirmed ("success") or the wait is over ("queued": the rest follow)."""
+        waits = [e.confirmed for e in entries if e.confirmed is not None]
+        status: Deferred[str] = gatherResults(waits).addCallback(lambda _: "success")
+        status.addTimeout(self._confirm_wait, self._clock, onTimeoutCancel=lambda _r, _t: "queued")
+        ids = [e.event_id for e in entries]
+        listed: dict[str, Any] = (
+            {"event_ids": ids}
+            if len(ids) <= BULK_IDS_LISTED
+            else {"first_event_id": ids[0], "last_event_id": ids[-1]}
+        )
+        return status.addCallback(
+            lambda s: json_response(request, 202, {"status": s, "count": len(ids), **listed})
         )
 
     def _not_stored(self, failure: Failure, request: IRequest) -> bytes | Failure:

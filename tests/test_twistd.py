@@ -79,12 +79,13 @@ async def _get_json(url: str) -> tuple[int, Any]:
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_twistd_runs_the_service_and_sigterm_stops_it(tmp_path: Path, queue_name: str) -> None:
-    """In the foreground: /healthz turns 200, events reach the queue, metrics count them, SIGTERM exits 0."""
+    """In the foreground: /healthz turns 200, a triggered, a bulk and generated events (rate mode) reach the
+    queue, the achieved rate is reported, and SIGTERM exits 0."""
     app_port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(
         [
             TWISTD, "-n", "--pidfile=", "auditgen",
-            f"--app-port={app_port}", f"--prometheus-port={metrics_port}", "--interval=0.05",
+            f"--app-port={app_port}", f"--prometheus-port={metrics_port}", "--rate=200",
             f"--rabbitmq-host={BROKER_HOST}", f"--rabbitmq-port={BROKER_PORT}",
             f"--rabbitmq-queue={queue_name}",
         ],
@@ -110,8 +111,22 @@ async def test_twistd_runs_the_service_and_sigterm_stops_it(tmp_path: Path, queu
         )
         answer = json.loads(await response.text())
         assert (response.code, answer["status"]) == (202, "success")
-        metrics = await (await treq.get(f"http://127.0.0.1:{metrics_port}/metrics", persistent=False)).text()
-        assert "audit_events_generator_published_success_total" in metrics
+        response = await treq.post(
+            f"http://127.0.0.1:{app_port}/generate_event?count=300",
+            json={"event_type": "file_modified"},
+            persistent=False,
+        )
+        bulk = json.loads(await response.text())
+        assert (response.code, bulk["status"], bulk["count"]) == (202, "success", 300)
+
+        async def rate_reported() -> bool:
+            text = await (await treq.get(f"http://127.0.0.1:{metrics_port}/metrics", persistent=False)).text()
+            rate = [
+                line for line in text.splitlines() if line.startswith("audit_events_generator_generator_rate")
+            ]
+            return bool(rate) and float(rate[0].split()[1]) > 150
+
+        await wait_for(rate_reported, timeout=15, what="the generator to report about 200 events/s")
         process.send_signal(signal.SIGTERM)
         await wait_for(lambda: process.poll() is not None, timeout=20, what="twistd to exit")
         assert process.returncode == 0
@@ -123,8 +138,10 @@ async def test_twistd_runs_the_service_and_sigterm_stops_it(tmp_path: Path, queu
     assert "guest" not in output.replace("amqp://guest@", "")
     messages = await deferToThread(drain_queue, queue_name)
     events = [json.loads(body) for _, body in messages]
-    assert answer["event_id"] in {e["event_id"] for e in events}
-    assert sum(e["source_service"] == "audit-event-generator" for e in events) >= 1
+    received = {e["event_id"] for e in events}
+    assert answer["event_id"] in received
+    assert set(bulk["event_ids"]) <= received
+    assert sum(e["source_service"] == "audit-event-generator" for e in events) >= 50
 
 
 @pytest.mark.integration

@@ -461,3 +461,76 @@ def test_caller_chosen_hostnames_cannot_grow_the_metrics_without_bound() -> None
     assert len(series) == 51
     overflow = [s for s in series if s.labels["server_hostname"] == "_overflow"]
     assert overflow[0].value == 300 - 50
+
+
+def post_bulk(h: Harness, count: str, payload: Any) -> Any:
+    return h.request("POST", f"/generate_event?count={count}", json.dumps(payload).encode(), JSON)
+
+
+def test_bulk_trigger_makes_n_randomised_events_and_answers_when_all_are_confirmed() -> None:
+    """?count=N makes N events from one body (fields left out drawn per event) and answers 202 success,
+    listing every id, only once the broker confirmed all of them."""
+    h = Harness(capacity=1000)
+    d = post_bulk(h, "50", {"event_type": "user_login", "action_result": "FAILURE"})
+    assert len(h.outbox) == 50
+    first = h.outbox.take()
+    assert first is not None
+    h.outbox.settle(first)
+    h.stub.flush()
+    assert not answered(d), "answered before every event was confirmed"
+    ids = [first.event_id, *h.confirm_all()]
+    code, body, _ = h.answer(d)
+    assert (code, body["status"], body["count"]) == (202, "success", 50)
+    assert body["event_ids"] == ids
+    assert len(set(ids)) == 50
+
+
+def test_bulk_events_share_the_callers_fields_and_vary_the_rest() -> None:
+    """Given fields are in every event; fields left out are drawn afresh for each."""
+    h = Harness(capacity=1000)
+    post_bulk(h, "40", {"event_type": "user_login", "user_id": "mallory"})
+    events = []
+    while (entry := h.outbox.take()) is not None:
+        events.append(json.loads(entry.body))
+    assert {e["user_id"] for e in events} == {"mallory"}
+    assert len({e["server_hostname"] for e in events}) > 1
+    assert len({e["event_id"] for e in events}) == 40
+
+
+def test_large_bulk_answers_queued_with_the_first_and_last_id() -> None:
+    """Above 1,000 events the answer gives the count and the first and last ids; without confirms in time
+    it says queued, and every event stays in the outbox for the publisher."""
+    h = Harness(capacity=20_000, confirm_wait=0.5)
+    d = post_bulk(h, "10000", {"event_type": "sudo_command"})
+    h.clock.advance(0.5)
+    code, body, _ = h.answer(d)
+    assert (code, body["status"], body["count"]) == (202, "queued", 10_000)
+    assert "event_ids" not in body
+    ids = h.confirm_all()
+    assert (body["first_event_id"], body["last_event_id"]) == (ids[0], ids[-1])
+    assert len(ids) == 10_000
+
+
+@pytest.mark.parametrize("count", ["0", "10001", "-1", "ten", "1.5", "5&count=6"])
+def test_bad_count_gets_400(count: str) -> None:
+    """count must be one whole number from 1 to 10,000."""
+    h = Harness()
+    code, body, _ = h.answer(post_bulk(h, count, {"event_type": "x"}))
+    assert code == 400
+    assert "count" in body["error"]
+    assert len(h.outbox) == 0
+
+
+def test_bulk_that_does_not_fit_is_refused_whole() -> None:
+    """All or nothing: a batch larger than the room left gets 503 and none of it is accepted."""
+    h = Harness(capacity=100)
+    post(h, {"event_type": "x"})
+    code, body, headers = h.answer(post_bulk(h, "100", {"event_type": "x"}))
+    assert code == 503
+    assert "outbox full" in body["error"]
+    assert headers.getRawHeaders("retry-after") == ["1"]
+    assert len(h.outbox) == 1
+    dropped = h.metrics.registry.get_sample_value(
+        "audit_events_generator_dropped_total", {"reason": "outbox_full"}
+    )
+    assert dropped == 100
