@@ -85,7 +85,7 @@ async def test_twistd_runs_the_service_and_sigterm_stops_it(tmp_path: Path, queu
     process = subprocess.Popen(
         [
             TWISTD, "-n", "--pidfile=", "auditgen",
-            f"--app-port={app_port}", f"--prometheus-port={metrics_port}", "--rate=200",
+            f"--app-port={app_port}", f"--prometheus-port={metrics_port}", "--rate=200", "--confirm-wait=10",
             f"--rabbitmq-host={BROKER_HOST}", f"--rabbitmq-port={BROKER_PORT}",
             f"--rabbitmq-queue={queue_name}",
         ],
