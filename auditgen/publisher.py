@@ -15,8 +15,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pika
+import pika.spec
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
-from pika.exceptions import AMQPConnectionError, NackError, UnroutableError
+from pika.exceptions import AMQPConnectionError
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -28,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from auditgen.config import Broker
+from auditgen.frames import PublishFrames
 from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox
 
@@ -138,7 +140,10 @@ class Publisher(Service):
         self._endpoint_factory = endpoint_factory or self._endpoint
         self._conn: TwistedProtocolConnection | None = None
         self._channel: TwistedChannel | None = None
-        self._unconfirmed: dict[Entry, float] = {}
+        self._unconfirmed: dict[int, tuple[Entry, float]] = {}  # delivery tag -> entry, time sent
+        self._frames = PublishFrames(1, "", queue, APP_ID, 131072)
+        self._next_tag = 1
+        metrics.unconfirmed.set_function(lambda: len(self._unconfirmed))
         self._returned: set[str] = set()
         self._redeclaring = False
         self._stopping = False
@@ -274,11 +279,24 @@ class Publisher(Service):
         return conn
 
     async def _open_channel(self, conn: TwistedProtocolConnection) -> TwistedChannel:
-        """A channel in confirm mode, with the queue declared as legacy consumers declare it."""
+        """A channel in confirm mode, with the queue declared as legacy consumers declare it.
+
+        Confirms are taken straight from pika's channel (one callback per Basic.Ack/Nack frame, tags
+        counted here) instead of TwistedChannel's Deferred per message, which also pins a Basic.Return
+        on whichever delivery is acked next; returns are matched by message_id instead.
+        """
         channel: TwistedChannel = await conn.channel()
-        await channel.confirm_delivery()
+        selected: defer.Deferred[Any] = defer.Deferred()
+        channel._channel.confirm_delivery(
+            ack_nack_callback=lambda frame: self._on_confirm_frame(channel, frame), callback=selected.callback
+        )
+        await selected
         await channel.queue_declare(queue=self._queue, durable=True)
         channel.add_on_return_callback(self._on_return)
+        self._frames = PublishFrames(
+            channel.channel_number, "", self._queue, APP_ID, conn._impl.params.frame_max
+        )
+        self._next_tag = 1
         return channel
 
     def _endpoint(self) -> IStreamClientEndpoint:
@@ -342,13 +360,12 @@ class Publisher(Service):
         """Everything in flight goes back to the outbox, in order, for the next channel."""
         self._channel = None
         self._lost = None
-        requeued = list(self._unconfirmed)
+        requeued = [entry for entry, _ in self._unconfirmed.values()]
         self._unconfirmed.clear()
         self._returned.clear()
         self._redeclaring = False
         self._outbox.retry(requeued)
         self._metrics.connection_status.set(0)
-        self._metrics.unconfirmed.set(0)
         if not conn.is_open:
             self._set_blocked(False)
         if self._stopping:
@@ -387,63 +404,61 @@ class Publisher(Service):
     # -- publishing ---------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Publish waiting entries while the window allows."""
-        channel = self._channel
-        while channel is not None and not self.blocked and len(self._unconfirmed) < self._max_unconfirmed:
-            entry = self._outbox.take()
-            if entry is None:
-                break
-            properties = pika.BasicProperties(
-                content_type="application/json",
-                delivery_mode=2,
-                message_id=entry.event_id,
-                type=entry.event_type,
-                app_id=APP_ID,
-                timestamp=int(entry.created),
-            )
-            try:
-                d = channel.basic_publish("", self._queue, entry.body, properties=properties, mandatory=True)
-            except Exception as e:
-                # pika raises ChannelWrongStateError synchronously when the channel just closed.
-                self._outbox.retry([entry])
-                self._fire_lost(e)
-                return
-            self._unconfirmed[entry] = self._clock.seconds()
-            d.addCallbacks(
-                self._on_confirm,
-                self._on_refused,
-                callbackArgs=(entry, channel),
-                errbackArgs=(entry, channel),
-            )
-        self._metrics.unconfirmed.set(len(self._unconfirmed))
-
-    def _on_confirm(self, _frame: Any, entry: Entry, channel: TwistedChannel) -> None:
-        if channel is not self._channel or entry not in self._unconfirmed:
+        """Publish waiting entries while the window allows, all of them in one write."""
+        channel, conn = self._channel, self._conn
+        if channel is None or conn is None or conn.transport is None or self.blocked:
             return
-        sent = self._unconfirmed.pop(entry)
-        if entry.event_id in self._returned:
-            # Acked after a Basic.Return: the broker had no queue for it. Send it again.
-            self._returned.discard(entry.event_id)
-            self._outbox.retry([entry])
-        else:
-            self._metrics.confirm_latency.observe(self._clock.seconds() - sent)
-            self._outbox.settle(entry)
-        self._after_settle()
+        room = self._max_unconfirmed - len(self._unconfirmed)
+        if room <= 0:
+            return
+        now = self._clock.seconds()
+        frames = self._frames
+        chunks = []
+        while room > 0 and (entry := self._outbox.take()) is not None:
+            chunks.append(frames.encode(entry.body, entry.event_id, entry.event_type, int(entry.created)))
+            self._unconfirmed[self._next_tag] = (entry, now)
+            self._next_tag += 1
+            room -= 1
+        if chunks:
+            conn.transport.write(b"".join(chunks))
 
-    def _on_refused(self, failure: Failure, entry: Entry, channel: TwistedChannel) -> None:
-        if failure.check(UnroutableError):
-            # An ack after a return; pika pins the return on whichever delivery is acked next, so
-            # _on_return's record, by message_id, decides which event goes again.
-            self._on_confirm(None, entry, channel)
-        elif failure.check(NackError):
-            if channel is not self._channel or entry not in self._unconfirmed:
-                return
-            self._unconfirmed.pop(entry)
-            self._metrics.published_failure.inc()
-            self.log.warn("broker refused (nack) event {event_id}; sending it again", event_id=entry.event_id)
-            self._outbox.retry([entry])
-            self._after_settle()
-        # Anything else means the channel closed: _on_lost puts every unconfirmed entry back, in order.
+    def _on_confirm_frame(self, channel: TwistedChannel, frame: Any) -> None:
+        """Basic.Ack or Basic.Nack for one delivery tag, or for every tag up to it (multiple)."""
+        if channel is not self._channel:
+            return
+        method = frame.method
+        last = method.delivery_tag
+        if method.multiple:
+            tags = []
+            for tag in self._unconfirmed:  # in publish order
+                if tag > last:
+                    break
+                tags.append(tag)
+        else:
+            tags = [last]
+        nack = isinstance(method, pika.spec.Basic.Nack)
+        now = self._clock.seconds()
+        again = []
+        for tag in tags:
+            item = self._unconfirmed.pop(tag, None)
+            if item is None:
+                continue
+            entry, sent = item
+            if nack:
+                again.append(entry)
+            elif entry.event_id in self._returned:
+                # Acked after a Basic.Return: the broker had no queue for it. Send it again.
+                self._returned.discard(entry.event_id)
+                again.append(entry)
+            else:
+                self._metrics.confirm_latency.observe(now - sent)
+                self._outbox.settle(entry)
+        if nack:
+            self._metrics.published_failure.inc(len(again))
+            self.log.warn("the broker refused (nack) {count} events; sending them again", count=len(again))
+        if again:
+            self._outbox.retry(again)
+        self._after_settle()
 
     def _after_settle(self) -> None:
         if self._drained is not None and len(self._outbox) == 0 and not self._drained.called:

@@ -22,8 +22,9 @@ from pika.adapters.twisted_connection import TwistedProtocolConnection
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from auditgen.config import Broker
+from auditgen.config import MAX_RATE, Broker
 from auditgen.events import Catalog, EventFactory, encode
+from auditgen.generator import Generator
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox, OutboxService
 from auditgen.publisher import Publisher
@@ -76,11 +77,12 @@ async def raw_pika(reactor: Any, host: str, port: int, events: int, window: int,
 async def auditgen(
     reactor: Any, host: str, port: int, events: int, window: int, spool_dir: str | None
 ) -> float:
-    """Outbox + Publisher as the service wires them; events are generated and encoded in the loop."""
+    """The service's own pipeline: the generator at full rate into the outbox (default capacity, so it
+    holds back when the broker lags), the publisher draining it; timed until `events` confirms."""
     queue = f"bench-auditgen-{uuid.uuid4().hex[:8]}"
     metrics = Metrics()
     spool = Spool(spool_dir, reactor) if spool_dir else None
-    outbox = Outbox(events + 1, metrics, reactor, spool=spool)
+    outbox = Outbox(10_000, metrics, reactor, spool=spool)
     opened = OutboxService(outbox, spool, metrics)
     opened.startService()
     if opened._opened is not None:
@@ -91,17 +93,21 @@ async def auditgen(
     publisher.startService()
     while not publisher.connected:
         await task.deferLater(reactor, 0.01, lambda: None)
-    factory = EventFactory(Catalog.builtin())
+    generator = Generator(reactor, MAX_RATE, EventFactory(Catalog.builtin()), outbox, metrics)
+
+    def confirmed() -> float:
+        return metrics.registry.get_sample_value("audit_events_generator_published_success_total") or 0.0
+
     start = time.perf_counter()
-    for _ in range(events):
-        outbox.add(factory.generate())
-    while len(outbox):
-        await task.deferLater(reactor, 0.001, lambda: None)
+    generator.startService()
+    while confirmed() < events:
+        await task.deferLater(reactor, 0.01, lambda: None)
     elapsed = time.perf_counter() - start
+    generator.stopService()
     await publisher.stopService()
     await opened.stopService()
     await _delete_queue(reactor, host, port, queue)
-    return events / elapsed
+    return confirmed() / elapsed
 
 
 async def main(reactor: Any, argv: list[str] | None = None) -> None:

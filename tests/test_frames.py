@@ -1,0 +1,54 @@
+"""The hand-marshaled publish frames are byte for byte what pika would send."""
+
+from __future__ import annotations
+
+import pika
+import pytest
+from pika import frame, spec
+
+from auditgen.frames import PublishFrames
+
+
+def pika_frames(
+    channel: int, queue: str, body: bytes, message_id: str, type_: str, ts: int, frame_max: int
+) -> bytes:
+    """What pika's Connection._send_message writes for the same publish."""
+    method = frame.Method(channel, spec.Basic.Publish(exchange="", routing_key=queue, mandatory=True))
+    properties = pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=2,
+        message_id=message_id,
+        timestamp=ts,
+        type=type_,
+        app_id="audit-event-generator",
+    )
+    out = [method.marshal(), frame.Header(channel, len(body), properties).marshal()]
+    step = frame_max - 8
+    out += [frame.Body(channel, body[i : i + step]).marshal() for i in range(0, len(body), step)]
+    return b"".join(out)
+
+
+@pytest.mark.parametrize(
+    ("body", "type_", "frame_max"),
+    [
+        (b'{"event_id":"x"}', "user_login", 131072),
+        (b"{" + b"x" * 5000 + b"}", "file_modified", 4096),  # split over two body frames
+        (b"{" + b"y" * 8184 + b"}", "t", 4096),  # exactly at frame boundaries
+        ('{"é":"ü"}'.encode(), "événement", 131072),
+    ],
+)
+def test_frames_match_pika(body: bytes, type_: str, frame_max: int) -> None:
+    """Method, header (every property) and body frames, split at frame_max, equal pika's bytes."""
+    frames = PublishFrames(3, "", "audit_events", "audit-event-generator", frame_max)
+    mine = frames.encode(body, "5f0c3a7e-0000-4000-8000-000000000001", type_, 1_795_806_443)
+    assert mine == pika_frames(
+        3, "audit_events", body, "5f0c3a7e-0000-4000-8000-000000000001", type_, 1_795_806_443, frame_max
+    )
+
+
+def test_an_overlong_type_is_cut_on_a_character_boundary() -> None:
+    """AMQP short strings hold 255 bytes; a longer type is cut without splitting a character."""
+    frames = PublishFrames(1, "", "q", "a", 131072)
+    data = frames.encode(b"{}", "id", "é" * 200, 0)
+    assert "é".encode() * 127 in data
+    assert b"\xc3\x00" not in data
