@@ -69,6 +69,8 @@ from importlib import resources
 from itertools import accumulate
 from typing import Any, NoReturn
 
+import orjson
+
 SOURCE_GENERATED = "audit-event-generator"
 SOURCE_API = "audit-event-generator-api"
 SERVICE_FIELDS = frozenset({"event_id", "timestamp", "source_service"})
@@ -638,5 +640,6 @@ class EventFactory:
 
 
 def encode(event: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON (separators=(",", ":"), ensure_ascii=False)."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON, as the legacy service sent it; orjson, because every event passes here and it
+    is several times faster than the standard library's encoder."""
+    return orjson.dumps(event)
