@@ -62,6 +62,7 @@ import random
 import re
 import string
 import uuid
+from bisect import bisect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -285,7 +286,7 @@ class _Compiler:
             if not all(_is_number(w) and w >= 0 for w in weights) or not sum(weights) > 0:
                 _fail(where, f"weights: expected non-negative numbers, not all zero, got {weights!r}")
             cum = list(accumulate(float(w) for w in weights))
-            pick = lambda rng: rng.choices(values, cum_weights=cum)[0]  # noqa: E731
+            pick = lambda rng: values[_weighted_index(rng, cum)]  # noqa: E731
         if all(_is_scalar(v) for v in values):
             return pick
         return lambda rng: copy.deepcopy(pick(rng))
@@ -362,6 +363,11 @@ class _Template:
     order: tuple[str, ...]
 
 
+def _weighted_index(rng: random.Random, cum_weights: Sequence[float]) -> int:
+    """What rng.choices(cum_weights=...)[0] picks, without its per-call set-up (this runs per event)."""
+    return bisect(cum_weights, rng.random() * cum_weights[-1], 0, len(cum_weights) - 1)
+
+
 @dataclass(frozen=True, eq=False)
 class _Group:
     """Templates to choose among by weight."""
@@ -376,7 +382,7 @@ class _Group:
     def pick(self, rng: random.Random) -> _Template:
         if len(self.templates) == 1:
             return self.templates[0]
-        return rng.choices(self.templates, cum_weights=self.cum_weights)[0]
+        return self.templates[_weighted_index(rng, self.cum_weights)]
 
 
 def _load_pools(data: Any) -> dict[str, tuple[Any, ...]]:
