@@ -221,8 +221,7 @@ def main() -> None:
     kind = "bulk ?count=1000" if args.bulk else "single event"
     spool_note = "with spool" if args.spool else "memory outbox"
     setup = f"{args.connections} connections, {kind}, {spool_note}"
-    print(f"
-medians of {args.runs} runs of {args.seconds} s, {setup}:")
+    print(f"\nmedians of {args.runs} runs of {args.seconds} s, {setup}:")
     for name, rows in (("auditgen", ours), ("trivial Klein", anchors)):
         rps, p50, p99 = med(rows, "rps"), med(rows, "p50"), med(rows, "p99")
         print(f"  {name:<14}{rps:>9,.0f} req/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms")
