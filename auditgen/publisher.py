@@ -143,6 +143,7 @@ class Publisher(Service):
         self._unconfirmed: dict[int, tuple[Entry, float]] = {}  # delivery tag -> entry, time sent
         self._frames = PublishFrames(1, "", queue, APP_ID, 131072)
         self._next_tag = 1
+        self._pump_call: Any = None
         metrics.unconfirmed.set_function(lambda: len(self._unconfirmed))
         self._returned: set[str] = set()
         self._redeclaring = False
@@ -179,7 +180,7 @@ class Publisher(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self._stopping = False
-        self._outbox.set_listener(self._pump)
+        self._outbox.set_listener(self._soon)
         self._loop = defer.ensureDeferred(self._run())
         self._loop.addErrback(lambda f: self.log.failure("publisher loop crashed", f))
 
@@ -212,6 +213,9 @@ class Publisher(Service):
             except defer.TimeoutError:
                 self._abort(conn)
         self._outbox.set_listener(None)
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self._pump_call = None
         if self._loop is not None:
             await self._loop
 
@@ -403,8 +407,18 @@ class Publisher(Service):
 
     # -- publishing ---------------------------------------------------------------------------
 
+    def _soon(self) -> None:
+        """New entries: publish them at the end of this reactor turn, so that the events that arrived
+        together (20 requests, a generator tick, a bulk trigger) leave in one write, not one each."""
+        if self._pump_call is None:
+            self._pump_call = self._clock.callLater(0, self._pump)
+
     def _pump(self) -> None:
         """Publish waiting entries while the window allows, all of them in one write."""
+        if self._pump_call is not None:
+            if self._pump_call.active():
+                self._pump_call.cancel()
+            self._pump_call = None
         channel, conn = self._channel, self._conn
         if channel is None or conn is None or conn.transport is None or self.blocked:
             return

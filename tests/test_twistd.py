@@ -76,6 +76,13 @@ async def _get_json(url: str) -> tuple[int, Any]:
     return response.code, json.loads(await response.text())
 
 
+async def _metric(port: int, name: str) -> float:
+    """One unlabelled sample from the service's metrics port (0 if absent)."""
+    text = await (await treq.get(f"http://127.0.0.1:{port}/metrics", persistent=False)).text()
+    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(lines[0].split()[1]) if lines else 0.0
+
+
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_twistd_runs_the_service_and_sigterm_stops_it(tmp_path: Path, queue_name: str) -> None:
@@ -120,13 +127,15 @@ async def test_twistd_runs_the_service_and_sigterm_stops_it(tmp_path: Path, queu
         assert (response.code, bulk["status"], bulk["count"]) == (202, "success", 300)
 
         async def rate_reported() -> bool:
-            text = await (await treq.get(f"http://127.0.0.1:{metrics_port}/metrics", persistent=False)).text()
-            rate = [
-                line for line in text.splitlines() if line.startswith("audit_events_generator_generator_rate")
-            ]
-            return bool(rate) and float(rate[0].split()[1]) > 150
+            return await _metric(metrics_port, "audit_events_generator_generator_rate") > 150
 
         await wait_for(rate_reported, timeout=15, what="the generator to report about 200 events/s")
+
+        async def generated_some() -> bool:
+            confirmed = await _metric(metrics_port, "audit_events_generator_published_success_total")
+            return confirmed >= 1 + 300 + 50
+
+        await wait_for(generated_some, timeout=30, what="50 generated events confirmed")
         process.send_signal(signal.SIGTERM)
         await wait_for(lambda: process.poll() is not None, timeout=20, what="twistd to exit")
         assert process.returncode == 0
