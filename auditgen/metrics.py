@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 PREFIX = "audit_events_generator"
 OVERFLOW = "_overflow"  # every label of the one series that counts label sets beyond max_series
@@ -134,8 +135,13 @@ def render_metrics(registry: CollectorRegistry, request: IRequest) -> bytes:
     return encoder(registry)
 
 
-def metrics_root(registry: CollectorRegistry) -> Resource:
-    """The metrics port's site root: /metrics, and 404 elsewhere."""
+class _QuietSite(Site):
+    def log(self, request: Any) -> None:
+        """No access-log line per scrape."""
+
+
+def metrics_site(registry: CollectorRegistry) -> Site:
+    """The metrics port's site: /metrics, and 404 elsewhere."""
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
-    return root
+    return _QuietSite(root)  # type: ignore[no-untyped-call]

@@ -12,10 +12,9 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from io import BytesIO
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from klein import Klein
-from klein.resource import KleinResource
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
@@ -400,38 +399,10 @@ class ApiSite(Site):
         """No access-log line per request (thousands a second under load)."""
 
 
-class ApiResource(KleinResource):
-    """The API's Klein resource, knowing its API, so the twistd wiring can serve it with its own site."""
-
-    def __init__(self, app: Klein, api: AuditAPI | None) -> None:
-        super().__init__(app)
-        self.api = api
-
-    def site(self, reactor: IReactorTime | None = None) -> ApiSite:
-        """This resource behind an ApiSite with the API's body limit."""
-        limit = self.api.max_body_bytes if self.api is not None else DEFAULT_MAX_BODY_BYTES
-        return ApiSite(self, limit, reactor=reactor)
-
-
-class _ApiKlein(Klein):
-    """Klein whose bound app remembers its AuditAPI and whose resource is an ApiResource."""
-
-    api: AuditAPI | None = None
-
-    def __get__(self, instance: Any, owner: object) -> _ApiKlein:
-        bound = cast(_ApiKlein, super().__get__(instance, owner))
-        if instance is not None:
-            bound.api = instance
-        return bound
-
-    def resource(self) -> ApiResource:
-        return ApiResource(self, self.api)
-
-
 class AuditAPI:
     """The routes, bound to one service's outbox and publisher."""
 
-    app = _ApiKlein()
+    app = Klein()
     log = Logger()
 
     closing: bool = False
@@ -458,8 +429,7 @@ class AuditAPI:
 
     def site(self, reactor: IReactorTime | None = None) -> ApiSite:
         """The site to serve this API with: body limit, JSON refusals, no access log."""
-        resource: ApiResource = self.app.resource()
-        return resource.site(reactor)
+        return ApiSite(self.app.resource(), self.max_body_bytes, reactor=reactor)
 
     @app.route("/generate_event", methods=["POST"])
     def generate_event(self, request: IRequest) -> bytes | Deferred[bytes]:
