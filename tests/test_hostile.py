@@ -26,11 +26,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 
-from auditgen import web
+from auditgen import site, validation
 from auditgen.events import SERVICE_FIELDS, Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.web import ApiSite, AuditAPI
+from auditgen.site import ApiSite
+from auditgen.web import AuditAPI
 from tests.test_web import FakeHealth, Harness
 
 reactor: Any = _reactor
@@ -189,7 +190,7 @@ def test_expect_100_continue_over_the_limit_gets_413_instead_and_closes() -> Non
 
 def test_declared_body_too_large_to_drain_closes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Draining a refused body is bounded: a body longer than MAX_DISCARD_BYTES is not read at all."""
-    monkeypatch.setattr(web, "MAX_DISCARD_BYTES", 1000)
+    monkeypatch.setattr(site, "MAX_DISCARD_BYTES", 1000)
     s = Service()
     c = s.connect()
     c.send(head(1001))
@@ -219,7 +220,7 @@ def test_chunked_body_over_the_limit_is_answered_413_and_dropped() -> None:
 
 def test_endless_chunked_body_is_cut_off_after_max_discard(monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that never ends its refused chunked body loses the connection after MAX_DISCARD_BYTES."""
-    monkeypatch.setattr(web, "MAX_DISCARD_BYTES", 5000)
+    monkeypatch.setattr(site, "MAX_DISCARD_BYTES", 5000)
     s = Service()
     c = s.connect()
     c.send(head(None) + chunk(b"z" * (LIMIT + 1)))
@@ -351,7 +352,7 @@ TEMPLATES = json.loads(resources.files("auditgen").joinpath("templates.json").re
 EVENT_TYPES = sorted({t["event_type"] for t in TEMPLATES})
 RESULTS = sorted({t["action_result"] for t in TEMPLATES})
 DETAIL_KEYS = sorted({k for t in TEMPLATES for k in t["details"]})
-KNOWN_FIELDS = SERVICE_FIELDS | {"event_type", "details", *web.TEXT_FIELD_LIMITS}
+KNOWN_FIELDS = SERVICE_FIELDS | {"event_type", "details", *validation.TEXT_FIELD_LIMITS}
 
 
 def mostly(
@@ -418,7 +419,7 @@ json_values = json_of(
 safe_values = json_of(
     st.none()
     | st.booleans()
-    | st.integers(min_value=web.MIN_INT, max_value=web.MAX_INT)
+    | st.integers(min_value=validation.MIN_INT, max_value=validation.MAX_INT)
     | st.floats(allow_nan=False, allow_infinity=False)
     | plain_text,
     plain_text,
@@ -438,12 +439,14 @@ def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 @st.composite
 def event_objects(draw: st.DrawFn) -> dict[str, Any]:
     """An object with an event_type (of a template, or not), known fields and extras, any of them odd."""
-    fields = {"event_type": draw(maybe(st.sampled_from(EVENT_TYPES) | text_up_to(web.MAX_EVENT_TYPE_CHARS)))}
+    fields = {
+        "event_type": draw(maybe(st.sampled_from(EVENT_TYPES) | text_up_to(validation.MAX_EVENT_TYPE_CHARS)))
+    }
     optional = {
-        "server_hostname": maybe(text_up_to(web.MAX_SERVER_HOSTNAME_CHARS)),
-        "user_id": maybe(text_up_to(web.MAX_USER_ID_CHARS)),
-        "action_result": maybe(st.sampled_from(RESULTS) | text_up_to(web.MAX_ACTION_RESULT_CHARS)),
-        "severity": maybe(st.sampled_from(["INFO", "WARNING"]) | text_up_to(web.MAX_SEVERITY_CHARS)),
+        "server_hostname": maybe(text_up_to(validation.MAX_SERVER_HOSTNAME_CHARS)),
+        "user_id": maybe(text_up_to(validation.MAX_USER_ID_CHARS)),
+        "action_result": maybe(st.sampled_from(RESULTS) | text_up_to(validation.MAX_ACTION_RESULT_CHARS)),
+        "severity": maybe(st.sampled_from(["INFO", "WARNING"]) | text_up_to(validation.MAX_SEVERITY_CHARS)),
         "details": maybe(st.dictionaries(st.sampled_from(DETAIL_KEYS) | plain_text, json_values, max_size=5)),
     }
     for name, strategy in optional.items():
@@ -536,13 +539,13 @@ def assert_sound(event: Any, event_id: str) -> None:
     floats, and the API's limits."""
     assert isinstance(event, dict)
     assert event["event_id"] == event_id
-    for name, limit in web.TEXT_FIELD_LIMITS.items():
+    for name, limit in validation.TEXT_FIELD_LIMITS.items():
         assert isinstance(event[name], str) and 0 < len(event[name]) <= limit, name
     assert isinstance(event["details"], dict)
     for n in numbers(event):
-        assert math.isfinite(n) if isinstance(n, float) else web.MIN_INT <= n <= web.MAX_INT, n
+        assert math.isfinite(n) if isinstance(n, float) else validation.MIN_INT <= n <= validation.MAX_INT, n
     for name, value in event.items():
-        assert depth(value) <= web.MAX_NESTING_DEPTH, name
+        assert depth(value) <= validation.MAX_NESTING_DEPTH, name
 
 
 def post_through_site(body: bytes, content_type: str | None) -> tuple[int, dict[str, Any], dict[str, Any]]:
@@ -607,7 +610,7 @@ def test_one_odd_value_in_a_good_event_is_refused_by_name_or_accepted(
         event.setdefault("details", {})[name] = value
     else:
         event[name] = value
-    if kind == "deep" and depth(value) + in_details <= web.MAX_NESTING_DEPTH:
+    if kind == "deep" and depth(value) + in_details <= validation.MAX_NESTING_DEPTH:
         phrase = None
     code, answer, _ = post_through_site(to_body(event), "application/json")
     if phrase is None:
@@ -615,5 +618,5 @@ def test_one_odd_value_in_a_good_event_is_refused_by_name_or_accepted(
     else:
         assert code == 400, answer
         assert phrase in answer["error"]
-        field = "details" if in_details else web._show(name)
+        field = "details" if in_details else validation._show(name)
         assert answer["error"].startswith(field), answer

@@ -16,13 +16,8 @@ from auditgen.events import SOURCE_API, Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.spool import SpoolError
-from auditgen.web import (
-    MAX_DETAILS_BYTES,
-    MAX_FIELD_NAME_CHARS,
-    MAX_FIELDS,
-    MAX_NESTING_DEPTH,
-    AuditAPI,
-)
+from auditgen.validation import MAX_DETAILS_BYTES, MAX_FIELD_NAME_CHARS, MAX_FIELDS, MAX_NESTING_DEPTH
+from auditgen.web import AuditAPI
 
 JSON = {"Content-Type": "application/json"}
 

@@ -1,0 +1,197 @@
+"""What a caller may send to POST /generate_event, checked before anything is accepted.
+
+Each refusal is a 400 naming the field and the limit, so a caller can fix the request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from auditgen.events import SERVICE_FIELDS
+
+# -- Limits on what a caller may send. Each refusal is a 400 (413 for the body) naming the field and limit.
+DEFAULT_MAX_BODY_BYTES = 1_048_576  # AUDITGEN_MAX_BODY_BYTES; the whole request body
+MAX_EVENT_TYPE_CHARS = 64
+MAX_SEVERITY_CHARS = 64
+MAX_ACTION_RESULT_CHARS = 64
+MAX_SERVER_HOSTNAME_CHARS = 255  # a DNS name
+MAX_USER_ID_CHARS = 256
+MAX_FIELDS = 64  # top-level fields of the body, event_type included
+MAX_FIELD_NAME_CHARS = 128  # names of top-level fields
+MAX_NESTING_DEPTH = 8  # objects/arrays inside one another in a field's value; `details` itself is level 1
+MAX_DETAILS_BYTES = 64 * 1024  # `details` as sent to the broker (compact UTF-8 JSON)
+MIN_INT = -(2**63)  # integers must fit a signed 64-bit integer: Java's long, and what JS
+MAX_INT = 2**63 - 1  # consumers can at least read with a BigInt-aware parser
+
+TEXT_FIELD_LIMITS = {
+    "event_type": MAX_EVENT_TYPE_CHARS,
+    "server_hostname": MAX_SERVER_HOSTNAME_CHARS,
+    "user_id": MAX_USER_ID_CHARS,
+    "action_result": MAX_ACTION_RESULT_CHARS,
+    "severity": MAX_SEVERITY_CHARS,
+}
+OPTIONAL_TEXT_FIELDS = ("server_hostname", "user_id", "action_result", "severity")
+MAX_BULK_COUNT = 10_000  # events one POST /generate_event?count=N may create
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_SHOWN_NAME_CHARS = 40
+
+
+class BadRequest(ValueError):
+    """The request body cannot become an event; the message tells the caller why."""
+
+
+def parse_count(args: Mapping[bytes, list[bytes]]) -> int | None:
+    """The bulk trigger's ?count=N, from 1 to MAX_BULK_COUNT; None when absent."""
+    values = args.get(b"count")
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise BadRequest("count must be given once")
+    try:
+        count = int(values[0].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(f"count must be a whole number from 1 to {MAX_BULK_COUNT}") from None
+    if not 1 <= count <= MAX_BULK_COUNT:
+        raise BadRequest(f"count must be a whole number from 1 to {MAX_BULK_COUNT}")
+    return count
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BadRequest(f"duplicate key {key!r} in a JSON object")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not a valid JSON number")
+
+
+def _show(name: str) -> str:
+    """A caller-chosen name for an error message: shortened, and JSON-quoted unless it is plain."""
+    if _PLAIN_KEY.fullmatch(name) and len(name) <= _SHOWN_NAME_CHARS:
+        return name
+    if len(name) > _SHOWN_NAME_CHARS:
+        name = name[:_SHOWN_NAME_CHARS] + "..."
+    return json.dumps(name)  # ASCII, so even a lone surrogate in it can be shown
+
+
+class _Invalid(Exception):
+    """A value deep inside a field is unusable; the path to it is collected on the way out."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.path: list[str] = []
+
+
+def _check_value(value: Any, depth: int) -> None:
+    """Whatever reaches the broker must encode to UTF-8 JSON that Java and JS consumers can read.
+
+    depth is how many objects/arrays enclose value within its top-level field.
+    """
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise _Invalid(
+                "contains an unpaired UTF-16 surrogate (a lone \\ud800-\\udfff escape), "
+                "which is not a character and cannot be encoded as UTF-8"
+            )
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not MIN_INT <= value <= MAX_INT:
+            raise _Invalid(f"is an integer outside the signed 64-bit range [{MIN_INT}, {MAX_INT}]")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid("is a number too large for a 64-bit float (it would be sent as Infinity)")
+    elif isinstance(value, dict | list):
+        if depth >= MAX_NESTING_DEPTH:
+            raise _Invalid(f"is nested more than {MAX_NESTING_DEPTH} levels deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and _SURROGATE.search(key):
+                raise _Invalid(
+                    "has a key with an unpaired UTF-16 surrogate, which cannot be encoded as UTF-8"
+                )
+            try:
+                _check_value(item, depth + 1)
+            except _Invalid as e:
+                e.path.append(f"[{key}]" if isinstance(key, int) else f".{_show(key)}")
+                raise
+
+
+def _check_limits(fields: dict[str, Any]) -> None:
+    """The size limits of an event, and values that JSON allows but the wire or consumers do not."""
+    for name, value in fields.items():
+        if len(name) > MAX_FIELD_NAME_CHARS:
+            raise BadRequest(
+                f"field name {_show(name)} is longer than {MAX_FIELD_NAME_CHARS} characters ({len(name)})"
+            )
+        if _SURROGATE.search(name):
+            raise BadRequest(
+                f"field name {_show(name)} contains an unpaired UTF-16 surrogate, which cannot be encoded "
+                "as UTF-8"
+            )
+        try:
+            _check_value(value, 0)
+        except _Invalid as e:
+            raise BadRequest(f"{_show(name)}{''.join(reversed(e.path))} {e.problem}") from None
+    details = fields.get("details")
+    if details is not None:
+        size = len(json.dumps(details, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size > MAX_DETAILS_BYTES:
+            raise BadRequest(f"details is {size} bytes as JSON; at most {MAX_DETAILS_BYTES} bytes (64 KiB)")
+
+
+def parse_event_request(body: bytes) -> dict[str, Any]:
+    """The caller's fields, checked: a JSON object with a non-empty string event_type and typed extras.
+
+    Whatever passes can be completed, encoded and published: a caller's mistake is a 400 here, never a
+    500 later.
+    """
+    if not body.strip():
+        raise BadRequest("request body is empty; expected a JSON object with an event_type")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not valid UTF-8") from None
+    try:
+        fields = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except BadRequest:
+        raise
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+    except ValueError as e:
+        raise BadRequest(f"request body is not valid JSON: {e}") from None
+    if not isinstance(fields, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(fields).__name__}")
+    if len(fields) > MAX_FIELDS:
+        raise BadRequest(
+            f"too many fields: {len(fields)}; an event has at most {MAX_FIELDS} top-level fields"
+        )
+    event_type = fields.get("event_type")
+    if event_type is None:
+        raise BadRequest("event_type is required")
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise BadRequest("event_type must be a non-empty string")
+    for name in OPTIONAL_TEXT_FIELDS:
+        if name in fields and (not isinstance(fields[name], str) or not fields[name].strip()):
+            raise BadRequest(f"{name} must be a non-empty string")
+    for name, limit in TEXT_FIELD_LIMITS.items():
+        if name in fields and len(fields[name]) > limit:
+            raise BadRequest(f"{name} is longer than {limit} characters ({len(fields[name])})")
+    if "details" in fields and not isinstance(fields["details"], dict):
+        raise BadRequest("details must be a JSON object")
+    assigned = sorted(SERVICE_FIELDS.intersection(fields))
+    if assigned:
+        raise BadRequest(f"{', '.join(assigned)} cannot be set by the caller; the service assigns it")
+    _check_limits(fields)
+    return fields
