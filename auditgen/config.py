@@ -99,11 +99,15 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def _number(text: str, what: str) -> float:
     try:
-        value = float(text.strip())
+        return float(text.strip())
     except ValueError:
-        raise ValueError("expected a number of seconds") from None
+        raise ValueError(f"expected {what}, a number") from None
+
+
+def _seconds(text: str) -> float:
+    value = _number(text, "a number of seconds")
     if not math.isfinite(value) or value < 0:
         raise ValueError("expected a finite number of seconds, 0 or more")
     return value
@@ -117,10 +121,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def _rate(text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise ValueError("expected events per second, a number") from None
+    value = _number(text, "events per second")
     if not 0.01 <= value <= MAX_RATE:
         raise ValueError(f"expected events per second from 0.01 to {MAX_RATE}")
     return value
