@@ -12,7 +12,6 @@ import pika
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from tests.broker import poll
@@ -101,8 +100,3 @@ def queue_name() -> Iterator[str]:
         conn.channel().queue_delete(name)
     finally:
         conn.close()
-
-
-def fired(d: Deferred[Any]) -> bool:
-    """Whether a Deferred has a result yet."""
-    return bool(d.called)
