@@ -62,6 +62,7 @@ class Settings:
     spool_max_bytes: int
     metrics_max_series: int
     max_body_bytes: int
+    seed: str | None
 
     @property
     def events_per_second(self) -> float:
@@ -302,6 +303,14 @@ SPECS: tuple[Spec, ...] = (
         "1048576",
         _positive_int,
         "Largest request body the API accepts, in bytes.",
+    ),
+    Spec(
+        "seed",
+        "AUDITGEN_SEED",
+        "seed",
+        None,
+        _text,
+        "Seed for reproducible runs: the same seed and settings make the same events, ids included.",
     ),
 )
 

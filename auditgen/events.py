@@ -519,6 +519,15 @@ def _builtin() -> Catalog:
     return Catalog.from_data(json.loads(text))
 
 
+def seeded_rng(seed: str | None, stream: str) -> random.Random:
+    """The random source of one stream of events (generator, API, sessions, scenarios).
+
+    Without a seed, from the OS. With one, each stream gets its own generator derived from the seed and
+    the stream's name, so a run's generated events do not depend on how many API calls came in between.
+    """
+    return random.Random() if seed is None else random.Random(f"{seed}/{stream}")
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -544,10 +553,10 @@ class EventFactory:
         details = self._details(t, host, user, t.severity, t.action_result, None)
         return self._event(SOURCE_GENERATED, host, t.event_type, t.severity, user, t.action_result, details)
 
-    def complete(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+    def complete(self, fields: Mapping[str, Any], source: str = SOURCE_API) -> dict[str, Any]:
         """A full event from a caller's fields (already type-checked by the HTTP layer: event_type is a
         non-empty str; server_hostname/user_id/action_result/severity are str if present; details a dict if
-        present; SERVICE_FIELDS absent). source_service SOURCE_API.
+        present; SERVICE_FIELDS absent), with `source` as its source_service.
 
         Fields the caller left out are filled from a template of that event_type (one with the caller's
         action_result if there is one, else any of the type's templates, by weight); with no template for
@@ -581,7 +590,7 @@ class EventFactory:
         else:
             details = dict(given_details) if given_details else {}
 
-        event = self._event(SOURCE_API, host, event_type, severity, user, result, details)
+        event = self._event(source, host, event_type, severity, user, result, details)
         for key, value in fields.items():
             if key not in _KNOWN_FIELDS:
                 event[key] = value

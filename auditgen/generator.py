@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -12,7 +14,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from auditgen.events import EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox, OutboxFull
 
@@ -32,12 +33,18 @@ class Generator(Service):
     log = Logger()
 
     def __init__(
-        self, clock: IReactorTime, rate: float, factory: EventFactory, outbox: Outbox, metrics: Metrics
+        self,
+        clock: IReactorTime,
+        rate: float,
+        make: Callable[[], Mapping[str, Any]],
+        outbox: Outbox,
+        metrics: Metrics,
     ) -> None:
+        """`make` returns the next event of the stream (EventFactory.generate, or a mix built on it)."""
         self.rate = rate
         self.paused = False
         self._clock = clock
-        self._factory = factory
+        self._make = make
         self._outbox = outbox
         self._metrics = metrics
         self._call = LoopingCall(self._tick)
@@ -91,7 +98,7 @@ class Generator(Service):
                     if self._outbox.full:
                         self._pause(True)
                         break
-                    self._outbox.add(self._factory.generate()).addErrback(self._not_stored)
+                    self._outbox.add(self._make()).addErrback(self._not_stored)
                     self._made += 1
                     self._total += 1
             self._record(now)

@@ -79,7 +79,7 @@ def makeService(options: Options) -> IService:
     """The API first and the generator last: on shutdown the generator stops first and the API last."""
     from twisted.internet import reactor
 
-    from auditgen.events import Catalog, EventFactory
+    from auditgen.events import Catalog, EventFactory, seeded_rng
     from auditgen.generator import Generator
     from auditgen.metrics import Metrics, metrics_site
     from auditgen.outbox import Outbox, OutboxService
@@ -95,7 +95,8 @@ def makeService(options: Options) -> IService:
     metrics = Metrics(max_series=s.metrics_max_series)
     spool = Spool(s.spool_dir, reactor) if s.spool_dir else None
     outbox = Outbox(s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes)
-    factory = EventFactory(Catalog.builtin())
+    catalog = Catalog.builtin()
+    factory = EventFactory(catalog, seeded_rng(s.seed, "api"))
     publisher = Publisher(
         reactor,
         s.broker,
@@ -121,7 +122,8 @@ def makeService(options: Options) -> IService:
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)
     root.addService(_listen(reactor, s.prometheus_port, metrics_site(metrics.registry)))
-    root.addService(Generator(clock, s.events_per_second, factory, outbox, metrics))
+    generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
+    root.addService(Generator(clock, s.events_per_second, generated.generate, outbox, metrics))
     # Everything made so far (modules, templates, the service tree) lives as long as the process: keep it
     # out of the cyclic collector, whose full passes over it took tens of milliseconds, a latency spike
     # for every request in flight.

@@ -131,6 +131,7 @@ def run_service(
         TWISTD, "-n", "--pidfile=", "auditgen", f"--app-port={port}", f"--prometheus-port={metrics_port}",
         "--interval=0", f"--rabbitmq-host={args.host}", f"--rabbitmq-port={args.port}",
         f"--rabbitmq-queue={queue}", f"--max-unconfirmed={args.window}", "--confirm-wait=5",
+        f"--outbox-max={args.outbox_max}",
     ]  # fmt: skip
     if spool:
         command.append(f"--spool-dir={spool}")
@@ -156,6 +157,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--window", type=int, default=1000)
+    parser.add_argument("--outbox-max", type=int, default=10000, help="AUDITGEN_OUTBOX_MAX")
     parser.add_argument("--spool", action="store_true")
     parser.add_argument("--bulk", action="store_true")
     parser.add_argument("--host", default="127.0.0.1")

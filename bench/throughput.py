@@ -93,7 +93,7 @@ async def auditgen(
     publisher.startService()
     while not publisher.connected:
         await task.deferLater(reactor, 0.01, lambda: None)
-    generator = Generator(reactor, MAX_RATE, EventFactory(Catalog.builtin()), outbox, metrics)
+    generator = Generator(reactor, MAX_RATE, EventFactory(Catalog.builtin()).generate, outbox, metrics)
 
     def confirmed() -> float:
         # The counter itself: collecting the whole registry every 10 ms would cost more than we measure.
