@@ -7,8 +7,10 @@ flood, a malformed request line), which `ApiSite` makes JSON too.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
+from importlib import resources
 from typing import Any, Protocol
 
 from klein import Klein
@@ -58,6 +60,12 @@ def json_response(request: IRequest, code: int, payload: dict[str, Any]) -> byte
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
     return json.dumps(payload).encode()
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    """auditgen/openapi.json, shipped in the package; read once."""
+    return resources.files("auditgen").joinpath("openapi.json").read_bytes()
 
 
 class AuditAPI:
@@ -186,6 +194,12 @@ class AuditAPI:
     def metrics(self, request: IRequest) -> bytes:
         """The same metrics as the metrics port, for scrapers of the service this one replaces."""
         return render_metrics(self._registry, request)
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request: IRequest) -> bytes:
+        """The API's description, so clients and test tools (schemathesis) need nothing else."""
+        request.setHeader(b"content-type", b"application/json")
+        return openapi_document()
 
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Failure) -> bytes:

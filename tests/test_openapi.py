@@ -1,0 +1,100 @@
+"""The OpenAPI document: it describes exactly the routes there are, and the live service keeps to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet.error import ConnectError
+from twisted.internet.threads import deferToThread
+
+from auditgen.web import AuditAPI, openapi_document
+from tests.conftest import BROKER_HOST, BROKER_PORT, free_port, wait_for
+from tests.test_web import Harness
+
+BIN = Path(sys.executable).parent
+TWISTD, SCHEMATHESIS = str(BIN / "twistd"), str(BIN / "st")
+METHODS = {"get", "put", "post", "delete", "patch"}
+
+
+def documented() -> set[tuple[str, str]]:
+    paths = json.loads(openapi_document())["paths"]
+    return {(path, method.upper()) for path, item in paths.items() for method in item if method in METHODS}
+
+
+def routed() -> set[tuple[str, str]]:
+    """Every (path, method) the Klein app routes, with werkzeug's <name> written as OpenAPI's {name}."""
+    found = set()
+    for rule in AuditAPI.app.url_map.iter_rules():
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in rule.methods or ():
+            if method not in ("HEAD", "OPTIONS"):
+                found.add((path, method))
+    return found
+
+
+def test_the_document_describes_every_route_and_no_other() -> None:
+    """A route added without its description (or a description left after its route went) fails here."""
+    assert documented() == routed()
+
+
+def test_the_document_is_served_at_openapi_json() -> None:
+    """GET /openapi.json answers the shipped document as JSON, OpenAPI 3.1."""
+    h = Harness()
+    response = h.request("GET", "/openapi.json")
+    code, body, headers = h.answer(response)
+    assert code == 200
+    assert headers.getRawHeaders("content-type") == ["application/json"]
+    assert body == json.loads(openapi_document())
+    assert body["openapi"].startswith("3.1")
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(
+    tmp_path: Path, queue_name: str
+) -> None:
+    """schemathesis, every check, against the live service: valid and invalid requests to every operation
+    get no 5xx, and every answer (status, content type, headers, body) matches the document."""
+    app_port, metrics_port = free_port(), free_port()
+    service = subprocess.Popen(
+        [
+            TWISTD, "-n", "--pidfile=", "auditgen", f"--app-port={app_port}",
+            f"--prometheus-port={metrics_port}", "--interval=0", f"--rabbitmq-host={BROKER_HOST}",
+            f"--rabbitmq-port={BROKER_PORT}", f"--rabbitmq-queue={queue_name}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        async def healthy() -> bool:
+            assert service.poll() is None, "twistd exited"
+            try:
+                response = await treq.get(f"http://127.0.0.1:{app_port}/healthz", persistent=False)
+                await response.content()
+                return bool(response.code == 200)
+            except (ConnectionError, ConnectError):
+                return False
+
+        await wait_for(healthy, timeout=30, what="/healthz to answer 200")
+        command = [
+            SCHEMATHESIS, "run", f"http://127.0.0.1:{app_port}/openapi.json", "--checks", "all",
+            "--max-examples", "50", "--generation-database", "none", "--no-color",
+        ]  # fmt: skip
+        env = {**os.environ, "SCHEMATHESIS_HOOKS": ""}
+        result = await deferToThread(
+            subprocess.run, command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    finally:
+        service.send_signal(signal.SIGTERM)
+        await wait_for(lambda: service.poll() is not None, timeout=30, what="twistd to exit")
