@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from dotenv import dotenv_values
 
 MAX_RATE = 100_000
+MAX_SESSIONS = 100_000
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,8 @@ class Settings:
     metrics_max_series: int
     max_body_bytes: int
     seed: str | None
+    session_share: float = 0.3
+    sessions: int = 20
 
     @property
     def events_per_second(self) -> float:
@@ -149,6 +152,20 @@ def _directory(text: str) -> str:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"does not exist and cannot be created ({parent} is not writable)")
     return str(path)
+
+
+def _share(text: str) -> float:
+    value = _number(text, "a share of events")
+    if not 0 <= value <= 1:
+        raise ValueError("expected a share of events from 0 to 1")
+    return value
+
+
+def _session_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_SESSIONS:
+        raise ValueError(f"expected a whole number from 1 to {MAX_SESSIONS}")
+    return value
 
 
 def _any_text(text: str) -> str:
@@ -311,6 +328,22 @@ SPECS: tuple[Spec, ...] = (
         None,
         _text,
         "Seed for reproducible runs: the same seed and settings make the same events, ids included.",
+    ),
+    Spec(
+        "session_share",
+        "AUDITGEN_SESSION_SHARE",
+        "session-share",
+        "0.3",
+        _share,
+        "Share of generated events (0 to 1) that are steps of stateful sessions; 0 turns sessions off.",
+    ),
+    Spec(
+        "sessions",
+        "AUDITGEN_SESSIONS",
+        "sessions",
+        "20",
+        _session_count,
+        "Sessions in progress at once (1 to 100000); their steps interleave in the generated stream.",
     ),
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from twisted.application.service import IService, MultiService, Service
@@ -84,6 +85,7 @@ def makeService(options: Options) -> IService:
     from auditgen.metrics import Metrics, metrics_site
     from auditgen.outbox import Outbox, OutboxService
     from auditgen.publisher import Publisher
+    from auditgen.sessions import SessionMix
     from auditgen.spool import Spool
     from auditgen.web import AuditAPI
 
@@ -123,7 +125,10 @@ def makeService(options: Options) -> IService:
     root.addService(publisher)
     root.addService(_listen(reactor, s.prometheus_port, metrics_site(metrics.registry)))
     generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
-    root.addService(Generator(clock, s.events_per_second, generated.generate, outbox, metrics))
+    make: Callable[[], Mapping[str, Any]] = generated.generate
+    if s.session_share > 0:
+        make = SessionMix(generated, seeded_rng(s.seed, "sessions"), s.session_share, s.sessions)
+    root.addService(Generator(clock, s.events_per_second, make, outbox, metrics))
     # Everything made so far (modules, templates, the service tree) lives as long as the process: keep it
     # out of the cyclic collector, whose full passes over it took tens of milliseconds, a latency spike
     # for every request in flight.

@@ -174,13 +174,19 @@ def seeded_run(seed: str | None, rate: float, count: int) -> list[dict[str, Any]
     while len(outbox) < count:
         clock.advance(0.01)
     generator.stopService()
+    events = taken(outbox, count)
+    for event in events:
+        del event["timestamp"]
+    return events
+
+
+def taken(outbox: Outbox, count: int) -> list[dict[str, Any]]:
+    """The first `count` events waiting in the outbox, taken out and decoded."""
     events = []
     for _ in range(count):
         entry = outbox.take()
         assert entry is not None
-        event = json.loads(entry.body)
-        del event["timestamp"]
-        events.append(event)
+        events.append(json.loads(entry.body))
     return events
 
 
