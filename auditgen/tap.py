@@ -84,6 +84,7 @@ def makeService(options: Options) -> IService:
     from auditgen.metrics import Metrics, metrics_site
     from auditgen.outbox import Outbox, OutboxService
     from auditgen.publisher import Publisher
+    from auditgen.shapes import ShapeSettings
     from auditgen.spool import Spool
     from auditgen.web import AuditAPI
 
@@ -108,6 +109,19 @@ def makeService(options: Options) -> IService:
         heartbeat=s.heartbeat,
         shutdown_timeout=s.shutdown_timeout,
     )
+    generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
+    shape = ShapeSettings(
+        s.shape, s.burst_on_seconds, s.burst_off_seconds, s.daily_peak_hour, s.daily_min_ratio
+    )
+    generator = Generator(
+        clock,
+        s.events_per_second,
+        generated.generate,
+        outbox,
+        metrics,
+        shape=shape,
+        arrivals=seeded_rng(s.seed, "arrivals"),
+    )
     api = AuditAPI(
         factory,
         outbox,
@@ -122,8 +136,7 @@ def makeService(options: Options) -> IService:
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)
     root.addService(_listen(reactor, s.prometheus_port, metrics_site(metrics.registry)))
-    generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
-    root.addService(Generator(clock, s.events_per_second, generated.generate, outbox, metrics))
+    root.addService(generator)
     # Everything made so far (modules, templates, the service tree) lives as long as the process: keep it
     # out of the cyclic collector, whose full passes over it took tens of milliseconds, a latency spike
     # for every request in flight.
