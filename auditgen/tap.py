@@ -76,7 +76,10 @@ class AuditgenService(MultiService):
 
 
 def makeService(options: Options) -> IService:
-    """The API first and the generator last: on shutdown the generator stops first and the API last."""
+    """The API first and the generator last: on shutdown the generator stops first and the API last.
+
+    The generator is made before the API, which controls it (GET/PUT /generator).
+    """
     from twisted.internet import reactor
 
     from auditgen.events import Catalog, EventFactory, seeded_rng
@@ -130,6 +133,7 @@ def makeService(options: Options) -> IService:
         clock,
         confirm_wait=s.confirm_wait,
         max_body_bytes=s.max_body_bytes,
+        generator=generator,
     )
     root = AuditgenService(reactor, api)
     root.addService(_listen(reactor, s.app_port, api.site()))
