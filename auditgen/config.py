@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
+from auditgen import shapes
+
 MAX_RATE = 100_000
 MAX_SESSIONS = 100_000
 
@@ -66,6 +68,11 @@ class Settings:
     seed: str | None
     session_share: float = 0.3
     sessions: int = 20
+    shape: str = shapes.ShapeSettings.shape
+    burst_on_seconds: float = shapes.ShapeSettings.burst_on_seconds
+    burst_off_seconds: float = shapes.ShapeSettings.burst_off_seconds
+    daily_peak_hour: float = shapes.ShapeSettings.daily_peak_hour
+    daily_min_ratio: float = shapes.ShapeSettings.daily_min_ratio
 
     @property
     def events_per_second(self) -> float:
@@ -170,6 +177,16 @@ def _session_count(text: str) -> int:
 
 def _any_text(text: str) -> str:
     return text
+
+
+def _shape_parameter(name: str, what: str) -> Callable[[str], float]:
+    """A shape parameter's parser: a number, then the same check PUT /generator applies."""
+    check = shapes.PARAMETERS[name]
+    return lambda text: check(_number(text, what))
+
+
+def _shape_default(name: str) -> str:
+    return f"{getattr(shapes.ShapeSettings, name):g}"
 
 
 @dataclass(frozen=True)
@@ -344,6 +361,46 @@ SPECS: tuple[Spec, ...] = (
         "20",
         _session_count,
         "Sessions in progress at once (1 to 100000); their steps interleave in the generated stream.",
+    ),
+    Spec(
+        "shape",
+        "AUDITGEN_SHAPE",
+        "shape",
+        shapes.ShapeSettings.shape,
+        lambda text: shapes.shape_name(text.strip()),
+        f"Traffic shape: {', '.join(shapes.SHAPES)}; the rate is its peak (see the README).",
+    ),
+    Spec(
+        "burst_on_seconds",
+        "AUDITGEN_BURST_ON_SECONDS",
+        "burst-on-seconds",
+        _shape_default("burst_on_seconds"),
+        _shape_parameter("burst_on_seconds", "seconds"),
+        "Shape bursts: seconds of each burst at the full rate.",
+    ),
+    Spec(
+        "burst_off_seconds",
+        "AUDITGEN_BURST_OFF_SECONDS",
+        "burst-off-seconds",
+        _shape_default("burst_off_seconds"),
+        _shape_parameter("burst_off_seconds", "seconds"),
+        "Shape bursts: seconds of silence after each burst.",
+    ),
+    Spec(
+        "daily_peak_hour",
+        "AUDITGEN_DAILY_PEAK_HOUR",
+        "daily-peak-hour",
+        _shape_default("daily_peak_hour"),
+        _shape_parameter("daily_peak_hour", "an hour of the day"),
+        "Shape daily: the UTC hour of the full rate (0 to below 24; 14.5 is 14:30).",
+    ),
+    Spec(
+        "daily_min_ratio",
+        "AUDITGEN_DAILY_MIN_RATIO",
+        "daily-min-ratio",
+        _shape_default("daily_min_ratio"),
+        _shape_parameter("daily_min_ratio", "a fraction of the rate"),
+        "Shape daily: the rate twelve hours from the peak, as a fraction of the full rate (0 to 1).",
     ),
 )
 

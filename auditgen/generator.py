@@ -1,11 +1,13 @@
-"""The generator: a LoopingCall that puts random events into the outbox at a steady rate, and holds back
-while the outbox is full."""
+"""The generator: a LoopingCall that puts random events into the outbox at a rate in a traffic shape, and
+holds back while the outbox is full."""
 
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 from twisted.application.service import Service
@@ -16,18 +18,23 @@ from twisted.python.failure import Failure
 
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox, OutboxFull
+from auditgen.shapes import ShapeSettings
 
 TICK = 0.01  # at high rates, events go out every 10 ms: smooth within a second, cheap per event
 CATCH_UP = 0.1  # the most a single (late) tick makes, in seconds of the schedule
 RATE_WINDOW = 5.0  # seconds over which the achieved rate is reported
+SHAPE_FIELDS = frozenset(f.name for f in fields(ShapeSettings))
 
 
 class Generator(Service):
-    """Generates `rate` events per second (0: never), exactly on average and smoothly.
+    """Generates events at `rate` per second (0: never) in a traffic shape, exactly on average and smoothly.
 
-    Each tick makes as many events as the clock says are due since the start, so late ticks never make
+    `rate` is the peak; the shape scales it over time (auditgen.shapes). Each tick makes as many events
+    as the integral of the shaped rate says are due since the schedule started, so late ticks never make
     the rate drift. While the outbox is full the events due are not made at all (nothing to drop, no
     memory grows) and the schedule restarts from now once there is room, so no burst follows a pause.
+    The operator can change the rate and shape or pause it at any time (configure); that also restarts
+    the schedule from now, and while off or paused no tick is scheduled at all.
     """
 
     log = Logger()
@@ -39,49 +46,113 @@ class Generator(Service):
         make: Callable[[], Mapping[str, Any]],
         outbox: Outbox,
         metrics: Metrics,
+        *,
+        shape: ShapeSettings | None = None,
+        arrivals: random.Random | None = None,
     ) -> None:
-        """`make` returns the next event of the stream (EventFactory.generate, or a mix built on it)."""
+        """`make` returns the next event of the stream (EventFactory.generate, or a mix built on it);
+        `arrivals` draws Poisson arrival times, apart from the events' own random stream so that their
+        contents do not depend on the shape."""
         self.rate = rate
-        self.paused = False
+        self.shape = shape or ShapeSettings()
+        self.held = False  # paused by the operator (PUT /generator)
+        self.paused = False  # paused by itself, while the outbox is full
         self._clock = clock
         self._make = make
         self._outbox = outbox
         self._metrics = metrics
+        self._arrivals = arrivals or random.Random()
+        self._curve = self.shape.curve(clock.seconds())
         self._call = LoopingCall(self._tick)
         self._call.clock = clock
         self._start = 0.0
         self._made = 0
+        self._arrived = 0
+        self._next_arrival = 0.0
         self._history: deque[tuple[float, int]] = deque()
         self._total = 0
         metrics.generator_rate.set_function(self.achieved_rate)
+        metrics.generator_target_rate.set_function(self.target_rate)
 
     @property
     def interval(self) -> float:
-        """Seconds between ticks: one event per tick up to 100/s, then a batch every TICK."""
-        return max(1.0 / self.rate, TICK) if self.rate > 0 else 0.0
+        """Seconds between ticks: one event per tick up to 100/s, then a batch every TICK; random
+        arrivals are looked for ten times per mean gap, so that they keep their randomness."""
+        if self.rate <= 0:
+            return 0.0
+        gap = 1.0 / self.rate
+        return max(gap / 10 if self._curve.poisson else gap, TICK)
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        if self.rate > 0:
-            self._restart_schedule()
-            d = self._call.start(self.interval, now=True)
-            d.addErrback(lambda f: self.log.failure("event generator stopped", f))
+        self._curve = self.shape.curve(self._clock.seconds())
+        self._reschedule()
 
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]
         if self._call.running:
             self._call.stop()
 
+    def configure(self, changes: Mapping[str, Any]) -> None:
+        """Apply checked changes of rate, paused, shape and shape parameters at once, from now.
+
+        A new shape (or new parameters) starts its curve now, so bursts begin with an on phase; a change
+        of rate alone keeps the curve where it is. Logs one line saying what changed.
+        """
+        unknown = set(changes) - {"rate", "paused"} - SHAPE_FIELDS
+        if unknown:
+            raise ValueError(f"not a generator setting: {', '.join(sorted(unknown))}")
+        before = self.settings()
+        shape = replace(self.shape, **{k: v for k, v in changes.items() if k in SHAPE_FIELDS})
+        self.rate = float(changes.get("rate", self.rate))
+        self.held = bool(changes.get("paused", self.held))
+        if shape != self.shape:
+            self.shape = shape
+            self._curve = shape.curve(self._clock.seconds())
+        after = self.settings()
+        changed = [f"{key} {before[key]} -> {value}" for key, value in after.items() if value != before[key]]
+        if changed:
+            self.log.info("generator changed: {changed}", changed=", ".join(changed))
+            self._reschedule()
+
+    def settings(self) -> dict[str, Any]:
+        """What the operator can set: rate, paused, shape and every shape parameter."""
+        return {"rate": self.rate, "paused": self.held, **asdict(self.shape)}
+
+    def state(self) -> dict[str, Any]:
+        """The settings, and what the generator does with them now."""
+        return {
+            **self.settings(),
+            "outbox_full": self.paused,
+            "target_rate": self.target_rate(),
+            "achieved_rate": self.achieved_rate(),
+        }
+
+    def target_rate(self) -> float:
+        """Events per second the shape asks for now; 0 while off or paused by the operator."""
+        return 0.0 if self.held else self.rate * self._curve.level(self._clock.seconds())
+
     def achieved_rate(self) -> float:
-        """Events generated per second over the last few seconds."""
-        if len(self._history) < 2:
+        """Events generated per second over the last few seconds (0 while the loop is stopped)."""
+        if len(self._history) < 2 or not self._call.running:
             return 0.0
         (t0, n0), (t1, n1) = self._history[0], self._history[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
+    def _reschedule(self) -> None:
+        """(Re)start the loop from now at the interval the settings need; no loop while off or held."""
+        if self._call.running:
+            self._call.stop()
+        if self.running and self.rate > 0 and not self.held:
+            self._restart_schedule()
+            d = self._call.start(self.interval, now=True)
+            d.addErrback(lambda f: self.log.failure("event generator stopped", f))
+
     def _restart_schedule(self) -> None:
         self._start = self._clock.seconds()
         self._made = 0
+        self._arrived = 0
+        self._next_arrival = self._arrivals.expovariate(1.0) if self._curve.poisson else 0.0
 
     def _tick(self) -> None:
         """The events due now, unless the outbox is full: then pause, never drop.
@@ -110,11 +181,26 @@ class Generator(Service):
     def _due(self, now: float) -> int:
         """Events owed by the schedule now; a debt of over a second (a stalled machine) is forgiven
         rather than paid in a burst, and a late tick catches up at most CATCH_UP seconds' worth."""
-        due = int((now - self._start) * self.rate + 1e-9) + 1 - self._made
-        if due > max(1.0, self.rate):
+        expected = self.rate * self._curve.area(self._start, now)
+        if expected - self._made > max(1.0, self.rate):
             self._restart_schedule()
-            return 1
-        return min(due, max(1, math.ceil(self.rate * CATCH_UP)))
+            expected = 0.0
+        return min(self._owed(expected) - self._made, max(1, math.ceil(self.rate * CATCH_UP)))
+
+    def _owed(self, expected: float) -> int:
+        """Events due since the schedule started, when `expected` are due on average.
+
+        Evenly spaced: one at each whole number `expected` reaches, the first at once (unless the shape
+        is at zero then, as in a burst's off phase). Poisson: one at each sum of exponential gaps.
+        """
+        if self._curve.poisson:
+            while self._next_arrival <= expected:
+                self._arrived += 1
+                self._next_arrival += self._arrivals.expovariate(1.0)
+            return self._arrived
+        if expected <= 0 and self._curve.level(self._start) == 0:
+            return 0
+        return int(expected + 1e-9) + 1
 
     def _record(self, now: float) -> None:
         self._history.append((now, self._total))

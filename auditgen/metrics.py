@@ -100,6 +100,12 @@ class Metrics:
             "Spool files found damaged on start and moved aside (what could be read was kept).",
             registry=r,
         )
+        self.generator_target_rate = Gauge(
+            f"{PREFIX}_generator_target_rate",
+            "Events per second the generator's rate and shape ask for now (0 while off or paused by the "
+            "operator).",
+            registry=r,
+        )
 
     def count_event(self, event_type: str, server_hostname: str, action_result: str) -> None:
         """Count one accepted event; a label set beyond the first max_series goes to the overflow series."""

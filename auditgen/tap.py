@@ -77,7 +77,10 @@ class AuditgenService(MultiService):
 
 
 def makeService(options: Options) -> IService:
-    """The API first and the generator last: on shutdown the generator stops first and the API last."""
+    """The API first and the generator last: on shutdown the generator stops first and the API last.
+
+    The generator is made before the API, which controls it (GET/PUT /generator).
+    """
     from twisted.internet import reactor
 
     from auditgen.events import Catalog, EventFactory, seeded_rng
@@ -86,6 +89,7 @@ def makeService(options: Options) -> IService:
     from auditgen.outbox import Outbox, OutboxService
     from auditgen.publisher import Publisher
     from auditgen.sessions import SessionMix
+    from auditgen.shapes import ShapeSettings
     from auditgen.spool import Spool
     from auditgen.web import AuditAPI
 
@@ -110,6 +114,22 @@ def makeService(options: Options) -> IService:
         heartbeat=s.heartbeat,
         shutdown_timeout=s.shutdown_timeout,
     )
+    generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
+    make: Callable[[], Mapping[str, Any]] = generated.generate
+    if s.session_share > 0:
+        make = SessionMix(generated, seeded_rng(s.seed, "sessions"), s.session_share, s.sessions)
+    shape = ShapeSettings(
+        s.shape, s.burst_on_seconds, s.burst_off_seconds, s.daily_peak_hour, s.daily_min_ratio
+    )
+    generator = Generator(
+        clock,
+        s.events_per_second,
+        make,
+        outbox,
+        metrics,
+        shape=shape,
+        arrivals=seeded_rng(s.seed, "arrivals"),
+    )
     api = AuditAPI(
         factory,
         outbox,
@@ -118,17 +138,14 @@ def makeService(options: Options) -> IService:
         clock,
         confirm_wait=s.confirm_wait,
         max_body_bytes=s.max_body_bytes,
+        generator=generator,
     )
     root = AuditgenService(reactor, api)
     root.addService(_listen(reactor, s.app_port, api.site()))
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)
     root.addService(_listen(reactor, s.prometheus_port, metrics_site(metrics.registry)))
-    generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
-    make: Callable[[], Mapping[str, Any]] = generated.generate
-    if s.session_share > 0:
-        make = SessionMix(generated, seeded_rng(s.seed, "sessions"), s.session_share, s.sessions)
-    root.addService(Generator(clock, s.events_per_second, make, outbox, metrics))
+    root.addService(generator)
     # Everything made so far (modules, templates, the service tree) lives as long as the process: keep it
     # out of the cyclic collector, whose full passes over it took tens of milliseconds, a latency spike
     # for every request in flight.

@@ -1,4 +1,4 @@
-"""What a caller may send to POST /generate_event, checked before anything is accepted.
+"""What a caller may send to POST /generate_event and PUT /generator, checked before anything is done.
 
 Each refusal is a 400 naming the field and the limit, so a caller can fix the request.
 """
@@ -11,7 +11,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from auditgen.config import MAX_RATE
 from auditgen.events import SERVICE_FIELDS
+from auditgen.shapes import PARAMETERS, SHAPES
 
 # -- Limits on what a caller may send. Each refusal is a 400 (413 for the body) naming the field and limit.
 DEFAULT_MAX_BODY_BYTES = 1_048_576  # AUDITGEN_MAX_BODY_BYTES; the whole request body
@@ -151,28 +153,34 @@ def _check_limits(fields: dict[str, Any]) -> None:
             raise BadRequest(f"details is {size} bytes as JSON; at most {MAX_DETAILS_BYTES} bytes (64 KiB)")
 
 
-def parse_event_request(body: bytes) -> dict[str, Any]:
-    """The caller's fields, checked: a JSON object with a non-empty string event_type and typed extras.
-
-    Whatever passes can be completed, encoded and published: a caller's mistake is a 400 here, never a
-    500 later.
-    """
+def _json_object(body: bytes, expected: str) -> dict[str, Any]:
+    """The body as a JSON object: UTF-8, no duplicate keys, no NaN or Infinity."""
     if not body.strip():
-        raise BadRequest("request body is empty; expected a JSON object with an event_type")
+        raise BadRequest(f"request body is empty; expected {expected}")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("request body is not valid UTF-8") from None
     try:
-        fields = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except BadRequest:
         raise
     except RecursionError:
         raise BadRequest("request body is nested too deeply") from None
     except ValueError as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
-    if not isinstance(fields, dict):
-        raise BadRequest(f"request body must be a JSON object, not {type(fields).__name__}")
+    if not isinstance(value, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def parse_event_request(body: bytes) -> dict[str, Any]:
+    """The caller's fields, checked: a JSON object with a non-empty string event_type and typed extras.
+
+    Whatever passes can be completed, encoded and published: a caller's mistake is a 400 here, never a
+    500 later.
+    """
+    fields = _json_object(body, "a JSON object with an event_type")
     if len(fields) > MAX_FIELDS:
         raise BadRequest(
             f"too many fields: {len(fields)}; an event has at most {MAX_FIELDS} top-level fields"
@@ -195,3 +203,54 @@ def parse_event_request(body: bytes) -> dict[str, Any]:
         raise BadRequest(f"{', '.join(assigned)} cannot be set by the caller; the service assigns it")
     _check_limits(fields)
     return fields
+
+
+GENERATOR_FIELDS = ("rate", "shape", "paused", *PARAMETERS)
+
+
+def parse_generator_request(body: bytes) -> dict[str, Any]:
+    """The changes PUT /generator asks for, every one checked, so that all or none are applied."""
+    expected = f"any of {', '.join(GENERATOR_FIELDS)}"
+    changes = _json_object(body, f"a JSON object with {expected}")
+    for name in changes:
+        if name not in GENERATOR_FIELDS:
+            raise BadRequest(f"unknown field {_show(name)}; expected {expected}")
+    if not changes:
+        raise BadRequest(f"nothing to change; expected {expected}")
+    if "rate" in changes:
+        rate = _finite_number(changes["rate"])
+        if rate is None or not 0 <= rate <= MAX_RATE:
+            shown = _show_value(changes["rate"])
+            raise BadRequest(f"rate must be events per second from 0 (off) to {MAX_RATE}, not {shown}")
+        changes["rate"] = rate
+    if "shape" in changes and changes["shape"] not in SHAPES:
+        raise BadRequest(f"shape must be one of {', '.join(SHAPES)}, not {_show_value(changes['shape'])}")
+    if "paused" in changes and not isinstance(changes["paused"], bool):
+        raise BadRequest(f"paused must be true or false, not {_show_value(changes['paused'])}")
+    for name, check in PARAMETERS.items():
+        if name in changes:
+            value = _finite_number(changes[name])
+            try:
+                if value is None:
+                    raise ValueError("expected a number")
+                changes[name] = check(value)
+            except ValueError as e:
+                raise BadRequest(f"{name}: {e}, not {_show_value(changes[name])}") from None
+    return changes
+
+
+def _finite_number(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else (true/false are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _show_value(value: Any) -> str:
+    """A caller's value for an error message, as JSON, shortened."""
+    text = json.dumps(value)
+    return text if len(text) <= _SHOWN_NAME_CHARS else text[:_SHOWN_NAME_CHARS] + "..."

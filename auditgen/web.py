@@ -1,4 +1,4 @@
-"""The HTTP API (Klein): trigger events, health for probes, and metrics for old scrapers.
+"""The HTTP API (Klein): trigger events, control the generator, health for probes, metrics for old scrapers.
 
 Every answer, errors included, is JSON, so a caller can always read what went wrong: also the answers
 twisted.web would give on its own before a request reaches a route (a body over the limit, a header
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any, Protocol
 
@@ -27,11 +27,33 @@ from auditgen.metrics import render_metrics
 from auditgen.outbox import Entry, Outbox, OutboxFull
 from auditgen.site import ApiSite, too_large
 from auditgen.spool import SpoolError
-from auditgen.validation import DEFAULT_MAX_BODY_BYTES, BadRequest, parse_count, parse_event_request
+from auditgen.validation import (
+    DEFAULT_MAX_BODY_BYTES,
+    BadRequest,
+    parse_count,
+    parse_event_request,
+    parse_generator_request,
+)
 
 BULK_IDS_LISTED = 1_000  # up to this many, a bulk answer lists every event_id; above, the first and last
 RETRY_AFTER_SECONDS = 1  # outbox full: room comes back as soon as the broker confirms
 CLOSING_RETRY_AFTER_SECONDS = 5  # shutting down: ask again once this instance (or another) is back
+NO_GENERATOR = "this service has no generator to control"
+
+
+class Refused(Exception):
+    """A request refused before its body is read as JSON: the HTTP code and the error to answer."""
+
+    def __init__(self, code: int, error: str) -> None:
+        super().__init__(error)
+        self.code = code
+
+
+class GeneratorControl(Protocol):
+    """What the control API needs of the generator; auditgen.generator.Generator provides it."""
+
+    def state(self) -> dict[str, Any]: ...
+    def configure(self, changes: Mapping[str, Any]) -> None: ...
 
 
 class Health(Protocol):
@@ -86,7 +108,10 @@ class AuditAPI:
         clock: IReactorTime,
         confirm_wait: float = 1.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        generator: GeneratorControl | None = None,
     ) -> None:
+        """Without a generator, GET and PUT /generator answer 404."""
+        self._generator = generator
         self._factory = factory
         self._outbox = outbox
         self._health = health
@@ -108,20 +133,12 @@ class AuditAPI:
             return json_response(
                 request, 503, {"error": "shutting down; nothing was accepted, try again later"}
             )
-        content_type = request.getHeader("content-type")
-        if content_type is not None and not _is_json(content_type):
-            return json_response(
-                request, 415, {"error": f"Content-Type must be application/json, not {content_type!r}"}
-            )
-        assert request.content is not None
-        # ApiSite already refuses larger bodies without storing them; this bound keeps the route safe
-        # under any other site too (tests, or an embedding that serves app.resource() itself).
-        body = request.content.read(self.max_body_bytes + 1)
-        if len(body) > self.max_body_bytes:
-            return json_response(request, 413, {"error": too_large(self.max_body_bytes)})
         try:
+            body = self._json_body(request)
             count = parse_count(request.args)
             fields = parse_event_request(body)
+        except Refused as e:
+            return json_response(request, e.code, {"error": str(e)})
         except BadRequest as e:
             return json_response(request, 400, {"error": str(e)})
         try:
@@ -136,6 +153,19 @@ class AuditAPI:
             request.setHeader(b"retry-after", str(RETRY_AFTER_SECONDS).encode())
             return json_response(request, 503, {"error": f"{e}; nothing was accepted, try again later"})
         return stored.addCallbacks(answer, self._not_stored, callbackArgs=(request,), errbackArgs=(request,))
+
+    def _json_body(self, request: IRequest) -> bytes:
+        """The request's body, if it is JSON (or untyped) and within the size limit."""
+        content_type = request.getHeader("content-type")
+        if content_type is not None and not _is_json(content_type):
+            raise Refused(415, f"Content-Type must be application/json, not {content_type!r}")
+        assert request.content is not None
+        # ApiSite already refuses larger bodies without storing them; this bound keeps the route safe
+        # under any other site too (tests, or an embedding that serves app.resource() itself).
+        body: bytes = request.content.read(self.max_body_bytes + 1)
+        if len(body) > self.max_body_bytes:
+            raise Refused(413, too_large(self.max_body_bytes))
+        return body
 
     def _answer_bulk(self, entries: list[Entry], request: IRequest) -> Deferred[bytes]:
         """202 once every event is confirmed ("success") or the wait is over ("queued": the rest follow)."""
@@ -167,6 +197,28 @@ class AuditAPI:
         return status.addCallback(
             lambda s: json_response(request, 202, {"status": s, "event_id": entry.event_id})
         )
+
+    # -- The generator's control API: read and change rate, shape and pause without a restart. --------
+    @app.route("/generator", methods=["GET"])
+    def generator_state(self, request: IRequest) -> bytes:
+        """The generator's settings and what it achieves now."""
+        if self._generator is None:
+            return json_response(request, 404, {"error": NO_GENERATOR})
+        return json_response(request, 200, self._generator.state())
+
+    @app.route("/generator", methods=["PUT"])
+    def configure_generator(self, request: IRequest) -> bytes:
+        """Change any of rate, shape, paused and shape parameters: all checked first, then all applied."""
+        if self._generator is None:
+            return json_response(request, 404, {"error": NO_GENERATOR})
+        try:
+            changes = parse_generator_request(self._json_body(request))
+        except Refused as e:
+            return json_response(request, e.code, {"error": str(e)})
+        except BadRequest as e:
+            return json_response(request, 400, {"error": str(e)})
+        self._generator.configure(changes)
+        return json_response(request, 200, self._generator.state())
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:

@@ -56,6 +56,14 @@ def test_interval_is_a_float_and_zero_turns_generation_off() -> None:
         ({}, {"RABBITMQ_URL": "amqp://"}, "names no host"),
         ({}, {"RABBITMQ_URL": "amqp://h:99999/"}, "malformed URL"),
         ({"outbox-max": "0"}, {}, "invalid --outbox-max: '0'"),
+        ({}, {"AUDITGEN_SHAPE": "square"}, "expected one of constant, poisson, bursts, daily"),
+        (
+            {"burst-on-seconds": "0"},
+            {},
+            "invalid --burst-on-seconds: '0': expected a number of seconds greater",
+        ),
+        ({}, {"AUDITGEN_DAILY_PEAK_HOUR": "noon"}, "invalid AUDITGEN_DAILY_PEAK_HOUR (environment): 'noon'"),
+        ({"daily-min-ratio": "2"}, {}, "expected a fraction of the peak rate, from 0 to 1"),
     ],
 )
 def test_bad_values_name_the_setting_and_the_value(
@@ -67,6 +75,25 @@ def test_bad_values_name_the_setting_and_the_value(
     message = str(info.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_traffic_shape_and_its_parameters_are_read() -> None:
+    """AUDITGEN_SHAPE and the shape parameters: constant by default, and each read as a number."""
+    s = load_settings({}, {}, {})
+    assert (s.shape, s.burst_on_seconds, s.burst_off_seconds, s.daily_peak_hour, s.daily_min_ratio) == (
+        "constant",
+        10.0,
+        50.0,
+        14.0,
+        0.1,
+    )
+    environ = {
+        "AUDITGEN_SHAPE": "bursts",
+        "AUDITGEN_BURST_OFF_SECONDS": "0",
+        "AUDITGEN_DAILY_PEAK_HOUR": "23.5",
+    }
+    s = load_settings({"shape": "daily", "burst-on-seconds": "2.5"}, environ, {})
+    assert (s.shape, s.burst_on_seconds, s.burst_off_seconds, s.daily_peak_hour) == ("daily", 2.5, 0.0, 23.5)
 
 
 def test_url_overrides_the_five_broker_settings() -> None:

@@ -12,15 +12,25 @@ from auditgen.events import SOURCE_GENERATED, Catalog, EventFactory, seeded_rng
 from auditgen.generator import Generator
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
+from auditgen.shapes import ShapeSettings
 
 
-def make(interval: float, capacity: int = 100, factory: Any = None) -> tuple[Clock, Outbox, Generator]:
-    clock = Clock()
+def make(
+    interval: float,
+    capacity: int = 100,
+    factory: Any = None,
+    shape: ShapeSettings | None = None,
+    clock: Clock | None = None,
+    arrivals: str | None = None,
+) -> tuple[Clock, Outbox, Generator]:
+    """A generator on a Clock (or the given one), its Poisson arrivals seeded with `arrivals`."""
+    clock = clock or Clock()
     metrics = Metrics()
     outbox = Outbox(capacity, metrics, clock)
     rate = 1 / interval if interval else 0.0
     make_event = (factory or EventFactory(Catalog.builtin())).generate
-    generator = Generator(clock, rate, make_event, outbox, metrics)
+    rng = seeded_rng(arrivals, "arrivals")
+    generator = Generator(clock, rate, make_event, outbox, metrics, shape=shape, arrivals=rng)
     return clock, outbox, generator
 
 
@@ -164,10 +174,16 @@ def test_resuming_after_a_full_outbox_makes_no_burst() -> None:
     generator.stopService()
 
 
-def seeded_run(seed: str | None, rate: float, count: int) -> list[dict[str, Any]]:
+def seeded_run(
+    seed: str | None, rate: float, count: int, shape: ShapeSettings | None = None
+) -> list[dict[str, Any]]:
     """The first `count` events a generator at `rate` makes with AUDITGEN_SEED=seed, timestamps dropped."""
     clock, outbox, generator = make(
-        1.0, capacity=100_000, factory=EventFactory(Catalog.builtin(), seeded_rng(seed, "generator"))
+        1.0,
+        capacity=100_000,
+        factory=EventFactory(Catalog.builtin(), seeded_rng(seed, "generator")),
+        shape=shape,
+        arrivals=seed,
     )
     generator.rate = rate
     generator.startService()

@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from twisted.web.server import Site
 
 from auditgen.events import SOURCE_API, Catalog, EventFactory
+from auditgen.generator import Generator
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.spool import SpoolError
@@ -39,7 +40,8 @@ def serve_through_api_site(stub: StubTreq, api: AuditAPI) -> None:
 
 
 class Harness:
-    """An API over a real outbox, with the broker played by the test (take + settle).
+    """An API over a real outbox, with the broker played by the test (take + settle); with generator_rate,
+    a generator at that rate (not started) behind GET/PUT /generator.
 
     With api_site, requests go through the ApiSite that serves the API port (body limit, JSON protocol
     errors, no form parsing); without it, through a plain twisted.web Site, which only the routes guard.
@@ -53,11 +55,23 @@ class Harness:
         api_site: bool = False,
         spool: Any = None,
         max_series: int = 1000,
+        generator_rate: float | None = None,
     ) -> None:
         self.clock = Clock()
         self.metrics = Metrics(max_series=max_series)
         self.outbox = Outbox(capacity, self.metrics, self.clock, spool=spool)
         self.health = FakeHealth()
+        self.generator = (
+            None
+            if generator_rate is None
+            else Generator(
+                self.clock,
+                generator_rate,
+                EventFactory(Catalog.builtin()).generate,
+                self.outbox,
+                self.metrics,
+            )
+        )
         api = AuditAPI(
             EventFactory(Catalog.builtin()),
             self.outbox,
@@ -66,6 +80,7 @@ class Harness:
             self.clock,
             confirm_wait=confirm_wait,
             max_body_bytes=max_body_bytes,
+            generator=self.generator,
         )
         self.api = api
         self.stub = StubTreq(api.app.resource())
