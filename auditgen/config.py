@@ -63,6 +63,8 @@ class Settings:
     metrics_max_series: int
     max_body_bytes: int
     seed: str | None
+    templates: tuple[str, ...] | None = None
+    templates_replace: bool = False
 
     @property
     def events_per_second(self) -> float:
@@ -153,6 +155,23 @@ def _directory(text: str) -> str:
 
 def _any_text(text: str) -> str:
     return text
+
+
+def _paths(text: str) -> tuple[str, ...]:
+    """Comma-separated file paths; the files are read (and checked) when the templates load."""
+    paths = tuple(path.strip() for path in text.split(","))
+    if not all(paths):
+        raise ValueError("expected comma-separated paths of .json, .yaml or .yml files, none empty")
+    return paths
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError("expected true or false")
 
 
 @dataclass(frozen=True)
@@ -311,6 +330,22 @@ SPECS: tuple[Spec, ...] = (
         None,
         _text,
         "Seed for reproducible runs: the same seed and settings make the same events, ids included.",
+    ),
+    Spec(
+        "templates",
+        "AUDITGEN_TEMPLATES",
+        "templates",
+        None,
+        _paths,
+        "Template files (.json, .yaml, .yml), comma-separated, applied in order over the built-in ones.",
+    ),
+    Spec(
+        "templates_replace",
+        "AUDITGEN_TEMPLATES_REPLACE",
+        "templates-replace",
+        "false",
+        _bool,
+        "true: the template files replace the built-in templates and pools instead of adding to them.",
     ),
 )
 
