@@ -1,8 +1,8 @@
 """Audit events: the wire format, and a catalog of templates that says how to make realistic ones.
 
 Templates are data: ``auditgen/templates.json``, plus the user's own files (auditgen/catalogs.py reads
-and merges them). Everything is checked when a catalog loads, and each value spec is compiled into a small
-function then, so generating an event never validates anything and never fails.
+them, Catalog.from_sources merges them). Everything is checked when a catalog loads, and each value spec
+is compiled into a small function then, so generating an event never validates anything and never fails.
 
 The file format (pools, templates, and the value specs that draw each field) is described in the README's
 "Templates" section and, as a JSON Schema, in ``auditgen/templates.schema.json``; keep all three in step.
