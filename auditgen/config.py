@@ -73,6 +73,8 @@ class Settings:
     burst_off_seconds: float = shapes.ShapeSettings.burst_off_seconds
     daily_peak_hour: float = shapes.ShapeSettings.daily_peak_hour
     daily_min_ratio: float = shapes.ShapeSettings.daily_min_ratio
+    templates: tuple[str, ...] | None = None
+    templates_replace: bool = False
 
     @property
     def events_per_second(self) -> float:
@@ -187,6 +189,23 @@ def _shape_parameter(name: str, what: str) -> Callable[[str], float]:
 
 def _shape_default(name: str) -> str:
     return f"{getattr(shapes.ShapeSettings, name):g}"
+
+
+def _paths(text: str) -> tuple[str, ...]:
+    """Comma-separated file paths; the files are read (and checked) when the templates load."""
+    paths = tuple(path.strip() for path in text.split(","))
+    if not all(paths):
+        raise ValueError("expected comma-separated paths of .json, .yaml or .yml files, none empty")
+    return paths
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError("expected true or false")
 
 
 @dataclass(frozen=True)
@@ -401,6 +420,22 @@ SPECS: tuple[Spec, ...] = (
         _shape_default("daily_min_ratio"),
         _shape_parameter("daily_min_ratio", "a fraction of the rate"),
         "Shape daily: the rate twelve hours from the peak, as a fraction of the full rate (0 to 1).",
+    ),
+    Spec(
+        "templates",
+        "AUDITGEN_TEMPLATES",
+        "templates",
+        None,
+        _paths,
+        "Template files (.json, .yaml, .yml), comma-separated, applied in order over the built-in ones.",
+    ),
+    Spec(
+        "templates_replace",
+        "AUDITGEN_TEMPLATES_REPLACE",
+        "templates-replace",
+        "false",
+        _bool,
+        "true: the template files replace the built-in templates and pools instead of adding to them.",
     ),
 )
 

@@ -1,54 +1,15 @@
 """Audit events: the wire format, and a catalog of templates that says how to make realistic ones.
 
-Templates are data (``auditgen/templates.json``), so new kinds of event need no code and users can later
-bring their own files. Everything is checked when a catalog loads, and each value spec is compiled into a
-small function then, so generating an event never validates anything and never fails.
+Templates are data: ``auditgen/templates.json``, plus the user's own files (auditgen/catalogs.py reads
+them, Catalog.from_sources merges them). Everything is checked when a catalog loads, and each value spec
+is compiled into a small function then, so generating an event never validates anything and never fails.
 
-Template file format
---------------------
-A JSON object (YAML of the same shape will do) with two keys::
-
-    {
-      "pools": {"hosts": ["web-01.prod.example.com", ...], "users": ["alice", ...],
-                "client_networks": ["10.20.0.0/16", "203.0.113.0/24"], ...},
-      "templates": [
-        {"name": "user_login_failure", "event_type": "user_login", "severity": "WARNING",
-         "action_result": "FAILURE", "weight": 4,
-         "details": {"reason": {"choice": ["invalid_password", "unknown_user"], "weights": [3, 1]},
-                     "ip_address": {"ip": "@client_networks"},
-                     "protocol": {"choice": ["ssh", "console"]}}}
-      ]
-    }
-
-``pools`` maps a name (letters, digits, ``_`` and ``-``, starting with a letter or ``_``) to a non-empty
-list of values, declared once and referred to as ``"@name"``. The pools ``hosts`` and ``users`` are
-required (lists of strings): they fill ``server_hostname`` and ``user_id`` whenever nothing more specific
-says how.
-
-Each template has the keys ``name`` (unique), ``event_type``, ``severity``, ``action_result`` (non-empty
-strings), ``weight`` (positive number: relative frequency among templates), ``details`` (field -> value
-spec, may be empty) and, optionally, ``server_hostname`` and ``user_id`` (value specs producing strings;
-default ``{"choice": "@hosts"}`` and ``{"choice": "@users"}``). Any other key is an error.
-
-Value specs
------------
-- a JSON string, number, boolean, null or list: that constant, as is (specs inside a list are not read);
-- ``{"const": value}``: the constant ``value``, for a constant object. Every JSON object is read as a spec,
-  so a typo such as ``{"chioce": [...]}`` is reported rather than sent as a constant;
-- ``{"choice": [v, ...] | "@pool"}`` with optional ``"weights": [w, ...]`` (one non-negative number per
-  value): one of the values;
-- ``{"int": [lo, hi]}``: an integer, both ends included;
-- ``{"float": [lo, hi]}`` with optional ``"digits": n`` (default 2): a number rounded to n decimals;
-- ``{"ip": "CIDR" | "@pool"}``: a host address in the network (or in one network of a pool of them,
-  picked uniformly); the network and broadcast addresses are left out where the network has others.
-  Host bits must be zero (``10.0.0.0/8``, not ``10.0.0.1/8``); IPv6 networks work too;
-- ``{"hex": n}``: n lowercase hex digits (``{"hex": 64}`` looks like a SHA-256 checksum);
-- ``{"uuid": true}``: a random UUID4 string;
-- ``{"format": "/home/{details.resource}"}`` (details only): a string built from fields already made.
-  A placeholder names a top-level field (``server_hostname``, ``user_id``, ``event_type``, ``severity``,
-  ``action_result``) or ``details.X`` where X is a non-format detail of the same template or a format
-  detail declared before this one. Placeholders take no conversions or format specs; literal braces are
-  doubled (``{{``). Formats are evaluated after every other field, so they stay consistent with them.
+The file format (pools, templates, and the value specs that draw each field) is described in the README's
+"Templates" section and, as a JSON Schema, in ``auditgen/templates.schema.json``; keep all three in step.
+Pools are declared once and referred to as ``"@name"``; ``hosts`` and ``users`` are required, and fill
+``server_hostname`` and ``user_id`` wherever a template does not say how (from the event's session first,
+if it has one). Every JSON object in a template is read as a value spec, so a typo such as
+``{"chioce": [...]}`` is reported rather than sent as a constant.
 """
 
 from __future__ import annotations
@@ -63,7 +24,8 @@ import re
 import string
 import uuid
 from bisect import bisect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -105,7 +67,11 @@ _SPEC_KEYS: dict[str, frozenset[str]] = {
     "hex": frozenset(),
     "uuid": frozenset(),
     "format": frozenset(),
+    "session": frozenset({"default"}),
 }
+# What server_hostname and user_id are when a template does not say.
+_DEFAULT_HOST = {"session": "host", "default": {"choice": "@hosts"}}
+_DEFAULT_USER = {"session": "user", "default": {"choice": "@users"}}
 _MAX_HEX_DIGITS = 1024
 _MAX_FLOAT_DIGITS = 15
 
@@ -197,8 +163,12 @@ class _Net:
 class _Compiler:
     """Turns one template's value specs into generators, failing with the template's name and field."""
 
-    def __init__(self, pools: Mapping[str, tuple[Any, ...]]) -> None:
+    def __init__(
+        self, pools: Mapping[str, tuple[Any, ...]], origins: Mapping[str, str] | None = None
+    ) -> None:
+        """origins: pool name -> the file that declared it, named in errors about the pool's values."""
         self._pools = pools
+        self._origins = origins or {}
 
     def pool(self, ref: object, where: str) -> tuple[Any, ...] | None:
         """The values of "@name", or None when ref is not a pool reference."""
@@ -210,14 +180,32 @@ class _Compiler:
             _fail(where, f"unknown pool {ref!r} (known: {known})")
         return values
 
+    def field(self, spec: Any, where: str, want_str: bool = False) -> tuple[_Gen, str | None]:
+        """A generator for a non-format spec, and the session key whose value overrides it (or None).
+
+        A session spec compiles to its default's generator: the event's session, when it has the key,
+        replaces the drawn value, so an event draws the same random numbers with or without a session.
+        """
+        if not (isinstance(spec, Mapping) and "session" in spec):
+            return self.value(spec, where, want_str), None
+        self.kind(spec, where)
+        key = spec["session"]
+        if not isinstance(key, str) or not key:
+            _fail(where, f"session: expected the name of a session value such as 'source_ip', got {key!r}")
+        if "default" not in spec:
+            _fail(where, "session: missing 'default', the value spec for events without that session value")
+        return self.value(spec["default"], f"{where}: default", want_str), key
+
     def value(self, spec: Any, where: str, want_str: bool = False) -> _Gen:
-        """A generator for a non-format spec; want_str for top-level fields, which must be strings."""
+        """A generator for a spec other than format and session; want_str for fields that must be strings."""
         if not isinstance(spec, Mapping):
             spec = {"const": spec}
         kind = self.kind(spec, where)
         arg = spec[kind]
         if kind == "format":
-            _fail(where, "format specs are only allowed in details")
+            _fail(where, "format specs are only allowed as a detail's own spec")
+        if kind == "session":
+            _fail(where, "session specs are only allowed as a field's own spec, not as a default")
         if want_str and kind in ("int", "float"):
             _fail(where, f"expected a spec producing strings, got {kind!r}")
         if kind == "const":
@@ -310,7 +298,9 @@ class _Compiler:
         if cidrs is None:
             net = _Net.parse(arg, where)
             return net.draw
-        nets = tuple(_Net.parse(c, f"{where}: pool {arg!r}") for c in cidrs)
+        origin = self._origins.get(arg[1:])
+        pool = f"pool {arg!r}" + (f" (declared in {origin})" if origin else "")
+        nets = tuple(_Net.parse(c, f"{where}: {pool}") for c in cidrs)
         if len(nets) == 1:
             return nets[0].draw
         return lambda rng: rng.choice(nets).draw(rng)
@@ -361,6 +351,10 @@ class _Template:
     plain: tuple[tuple[str, _Gen], ...]
     formats: tuple[tuple[str, _Fmt], ...]
     order: tuple[str, ...]
+    # Session keys whose values replace the drawn ones when the event's session has them.
+    host_from: str | None
+    user_from: str | None
+    from_session: tuple[tuple[str, str], ...]  # (detail, session key)
 
 
 def _weighted_index(rng: random.Random, cum_weights: Sequence[float]) -> int:
@@ -385,9 +379,35 @@ class _Group:
         return self.templates[_weighted_index(rng, self.cum_weights)]
 
 
-def _load_pools(data: Any) -> dict[str, tuple[Any, ...]]:
+@contextmanager
+def _within(origin: str | None) -> Iterator[None]:
+    """TemplateErrors raised inside name the file the data came from first."""
+    if origin is None:
+        yield
+        return
+    try:
+        yield
+    except TemplateError as e:
+        raise TemplateError(f"{origin}: {e}") from None
+
+
+def _sections(data: Any) -> tuple[Mapping[Any, Any], Sequence[Any]]:
+    """A file's pools and templates (each may be left out), after checking its top level."""
     if not isinstance(data, Mapping):
-        _fail("pools", f"expected an object of pool name -> list of values, got {data!r}")
+        _fail("catalog", f"expected an object with 'pools' and 'templates', got {data!r}")
+    for key in data:
+        if key not in ("pools", "templates"):
+            _fail("catalog", f"unknown key {key!r} (allowed: pools, templates)")
+    pools = data.get("pools", {})
+    if not isinstance(pools, Mapping):
+        _fail("pools", f"expected an object of pool name -> list of values, got {pools!r}")
+    templates = data.get("templates", [])
+    if not isinstance(templates, list | tuple):
+        _fail("templates", f"expected a list of templates, got {templates!r}")
+    return pools, templates
+
+
+def _load_pools(data: Mapping[Any, Any]) -> dict[str, tuple[Any, ...]]:
     pools: dict[str, tuple[Any, ...]] = {}
     for name, values in data.items():
         if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
@@ -399,19 +419,33 @@ def _load_pools(data: Any) -> dict[str, tuple[Any, ...]]:
             _fail(f"pools.{name}", f"expected a non-empty list, got {values!r}")
         pools[name] = tuple(_json(values, f"pools.{name}"))
     for name in _REQUIRED_POOLS:
-        if name not in pools:
-            _fail("pools", f"missing required pool {name!r}")
-        for value in pools[name]:
+        for value in pools.get(name, ()):
             if not isinstance(value, str) or not value:
                 _fail(f"pools.{name}", f"expected non-empty strings, got {value!r}")
     return pools
 
 
-def _load_template(index: int, data: Any, compiler: _Compiler, seen: dict[str, int]) -> _Template:
-    if not isinstance(data, Mapping):
-        _fail(f"templates[{index}]", f"expected an object, got {data!r}")
-    name = data.get("name")
-    label = f"template {name!r}" if isinstance(name, str) and name else f"templates[{index}]"
+def _named(templates: Sequence[Any]) -> dict[str, Mapping[Any, Any]]:
+    """A file's templates by name, after checking that each has a name no other in the file has."""
+    named: dict[str, Mapping[Any, Any]] = {}
+    index_of: dict[str, int] = {}
+    for index, data in enumerate(templates):
+        if not isinstance(data, Mapping):
+            _fail(f"templates[{index}]", f"expected an object, got {data!r}")
+        if "name" not in data:
+            _fail(f"templates[{index}]", "name: missing required key")
+        name = data["name"]
+        if not isinstance(name, str) or not name:
+            _fail(f"templates[{index}]", f"name: expected a non-empty string, got {name!r}")
+        if name in index_of:
+            _fail(f"template {name!r}", f"name: duplicate template name (also templates[{index_of[name]}])")
+        index_of[name] = index
+        named[name] = data
+    return named
+
+
+def _load_template(name: str, data: Mapping[Any, Any], compiler: _Compiler) -> _Template:
+    label = f"template {name!r}"
     for key in data:
         if key not in _TEMPLATE_KEYS:
             _fail(label, f"unknown key {key!r} (allowed: {', '.join(sorted(_TEMPLATE_KEYS))})")
@@ -421,16 +455,13 @@ def _load_template(index: int, data: Any, compiler: _Compiler, seen: dict[str, i
     for key in _TEMPLATE_STRINGS:
         if not isinstance(data[key], str) or not data[key]:
             _fail(label, f"{key}: expected a non-empty string, got {data[key]!r}")
-    name = data["name"]
-    if name in seen:
-        _fail(label, f"name: duplicate template name (also templates[{seen[name]}])")
-    seen[name] = index
     weight = data["weight"]
     if not _is_number(weight) or weight <= 0:
         _fail(label, f"weight: expected a positive number, got {weight!r}")
-    host_spec = data.get("server_hostname", {"choice": "@hosts"})
-    host = compiler.value(host_spec, f"{label}: server_hostname", want_str=True)
-    user = compiler.value(data.get("user_id", {"choice": "@users"}), f"{label}: user_id", want_str=True)
+    host_spec = data.get("server_hostname", _DEFAULT_HOST)
+    host, host_from = compiler.field(host_spec, f"{label}: server_hostname", want_str=True)
+    user_spec = data.get("user_id", _DEFAULT_USER)
+    user, user_from = compiler.field(user_spec, f"{label}: user_id", want_str=True)
 
     details = data["details"]
     if not isinstance(details, Mapping):
@@ -440,10 +471,14 @@ def _load_template(index: int, data: Any, compiler: _Compiler, seen: dict[str, i
             _fail(label, f"details: field names must be non-empty strings, got {key!r}")
     # Plain fields first, so every format can see all of them; formats see the formats before them.
     plain: list[tuple[str, _Gen]] = []
+    from_session: list[tuple[str, str]] = []
     available: set[str] = set()
     for key, spec in details.items():
         if not (isinstance(spec, Mapping) and "format" in spec):
-            plain.append((key, compiler.value(spec, f"{label}: details.{key}")))
+            gen, session_key = compiler.field(spec, f"{label}: details.{key}")
+            plain.append((key, gen))
+            if session_key is not None:
+                from_session.append((key, session_key))
             available.add(key)
     formats: list[tuple[str, _Fmt]] = []
     for key, spec in details.items():
@@ -463,6 +498,9 @@ def _load_template(index: int, data: Any, compiler: _Compiler, seen: dict[str, i
         plain=tuple(plain),
         formats=tuple(formats),
         order=tuple(details),
+        host_from=host_from,
+        user_from=user_from,
+        from_session=tuple(from_session),
     )
 
 
@@ -470,7 +508,7 @@ class Catalog:
     """A validated, compiled set of templates and pools; immutable, so one can serve every factory."""
 
     def __init__(self, templates: Sequence[_Template], pools: Mapping[str, tuple[Any, ...]]) -> None:
-        """Use from_data() or builtin(); this trusts its arguments."""
+        """Use from_data(), from_sources() or builtin(); this trusts its arguments."""
         self._all = _Group.of(templates)
         by_type: dict[str, list[_Template]] = {}
         by_result: dict[tuple[str, str], list[_Template]] = {}
@@ -479,9 +517,9 @@ class Catalog:
             by_result.setdefault((t.event_type, t.action_result), []).append(t)
         self._by_type = {k: _Group.of(v) for k, v in by_type.items()}
         self._by_result = {k: _Group.of(v) for k, v in by_result.items()}
-        hosts, users = pools["hosts"], pools["users"]
-        self._default_host: _Gen = lambda rng: rng.choice(hosts)
-        self._default_user: _Gen = lambda rng: rng.choice(users)
+        compiler = _Compiler(pools)
+        self._default_host, self._host_from = compiler.field(_DEFAULT_HOST, "server_hostname", True)
+        self._default_user, self._user_from = compiler.field(_DEFAULT_USER, "user_id", True)
 
     @classmethod
     def builtin(cls) -> Catalog:
@@ -491,20 +529,39 @@ class Catalog:
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> Catalog:
         """Check and compile template data (the parsed file); raises TemplateError naming what is wrong."""
-        if not isinstance(data, Mapping):
-            _fail("catalog", f"expected an object with 'pools' and 'templates', got {data!r}")
-        for key in data:
-            if key not in ("pools", "templates"):
-                _fail("catalog", f"unknown key {key!r} (allowed: pools, templates)")
-        if "pools" not in data:
-            _fail("pools", "missing required key")
-        pools = _load_pools(data["pools"])
-        raw = data.get("templates")
-        if not isinstance(raw, list | tuple) or not raw:
-            _fail("templates", f"expected a non-empty list of templates, got {raw!r}")
-        compiler = _Compiler(pools)
-        seen: dict[str, int] = {}
-        templates = [_load_template(i, t, compiler, seen) for i, t in enumerate(raw)]
+        return cls.from_sources([(None, data)])
+
+    @classmethod
+    def from_sources(cls, sources: Sequence[tuple[str | None, Any]]) -> Catalog:
+        """Check, merge and compile the data of several files, applied in order; a TemplateError names
+        the file (each source is (file or None, parsed data)), the template and the field.
+
+        A file's pools and templates replace earlier ones of the same name (a replaced template keeps its
+        place) and add the rest. The merged set must have the pools hosts and users and a template. Only
+        the templates left after merging are compiled, against the merged pools.
+        """
+        pools: dict[str, tuple[Any, ...]] = {}
+        origins: dict[str, str] = {}
+        raw: dict[str, tuple[str | None, Mapping[Any, Any]]] = {}
+        for origin, data in sources:
+            with _within(origin):
+                raw_pools, raw_templates = _sections(data)
+                found, named = _load_pools(raw_pools), _named(raw_templates)
+            pools.update(found)
+            if origin is not None:
+                origins.update(dict.fromkeys(found, origin))
+            raw.update({name: (origin, template) for name, template in named.items()})
+        with _within(", ".join(origin for origin, _ in sources if origin is not None) or None):
+            for name in _REQUIRED_POOLS:
+                if name not in pools:
+                    _fail("pools", f"missing required pool {name!r}")
+            if not raw:
+                _fail("templates", "expected at least one template")
+        compiler = _Compiler(pools, origins)
+        templates = []
+        for name, (origin, template) in raw.items():
+            with _within(origin):
+                templates.append(_load_template(name, template, compiler))
         return cls(templates, pools)
 
     @property
@@ -513,10 +570,14 @@ class Catalog:
         return frozenset(self._by_type)
 
 
+def builtin_data() -> Any:
+    """The parsed built-in templates file, a fresh copy per call."""
+    return json.loads(resources.files("auditgen").joinpath("templates.json").read_text(encoding="utf-8"))
+
+
 @functools.cache
 def _builtin() -> Catalog:
-    text = resources.files("auditgen").joinpath("templates.json").read_text(encoding="utf-8")
-    return Catalog.from_data(json.loads(text))
+    return Catalog.from_data(builtin_data())
 
 
 def seeded_rng(seed: str | None, stream: str) -> random.Random:
@@ -526,6 +587,14 @@ def seeded_rng(seed: str | None, stream: str) -> random.Random:
     the stream's name, so a run's generated events do not depend on how many API calls came in between.
     """
     return random.Random() if seed is None else random.Random(f"{seed}/{stream}")
+
+
+def _from_session(session: Mapping[str, Any], key: str | None, drawn: Any) -> Any:
+    """The session's value of key (a copy, if it is an object or a list), else the value drawn for it."""
+    if key is None or key not in session:
+        return drawn
+    value = session[key]
+    return value if _is_scalar(value) else copy.deepcopy(value)
 
 
 def _utc_now() -> datetime:
@@ -545,25 +614,41 @@ class EventFactory:
         self._rng = rng if rng is not None else random.Random()
         self._now = now if now is not None else _utc_now
 
-    def generate(self) -> dict[str, Any]:
-        """A full random event: template chosen by weight; source_service SOURCE_GENERATED."""
+    def generate(self, session: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A full random event: template chosen by weight; source_service SOURCE_GENERATED.
+
+        With a session (the event belongs to it: at least session_id, user, host, source_ip), the
+        template's session specs take their values from it.
+        """
         rng = self._rng
         t = self._catalog._all.pick(rng)
         host, user = t.host(rng), t.user(rng)
-        details = self._details(t, host, user, t.severity, t.action_result, None)
-        return self._event(SOURCE_GENERATED, host, t.event_type, t.severity, user, t.action_result, details)
+        if session is not None:
+            host = _from_session(session, t.host_from, host)
+            user = _from_session(session, t.user_from, user)
+        details = self._details(t, host, user, t.severity, t.action_result, None, session)
+        event = self._event(SOURCE_GENERATED, host, t.event_type, t.severity, user, t.action_result, details)
+        if "resource" in details:
+            event["resource"] = details["resource"]
+        return event
 
-    def complete(self, fields: Mapping[str, Any], source: str = SOURCE_API) -> dict[str, Any]:
+    def complete(
+        self,
+        fields: Mapping[str, Any],
+        source: str = SOURCE_API,
+        session: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """A full event from a caller's fields (already type-checked by the HTTP layer: event_type is a
         non-empty str; server_hostname/user_id/action_result/severity are str if present; details a dict if
-        present; SERVICE_FIELDS absent), with `source` as its source_service.
+        present; SERVICE_FIELDS absent), with `source` as its source_service, in `session` if given.
 
         Fields the caller left out are filled from a template of that event_type (one with the caller's
         action_result if there is one, else any of the type's templates, by weight); with no template for
         that event_type: severity INFO, action_result SUCCESS, details {}. server_hostname and user_id are
-        filled from the pools when missing. The caller's details are merged over the template's (caller
-        keys win, and format details are built from the caller's values, so they stay consistent). Extra
-        top-level fields are kept as given; any SERVICE_FIELDS given are replaced by the service's own.
+        filled from the session or the pools when missing. The caller's details are merged over the
+        template's (caller keys win, and format details are built from the caller's values, so they stay
+        consistent). Extra top-level fields are kept as given; any SERVICE_FIELDS given are replaced by the
+        service's own. A `resource` in details is also the top-level `resource`, unless the caller gave one.
         """
         rng, catalog = self._rng, self._catalog
         event_type: str = fields["event_type"]
@@ -577,20 +662,26 @@ class EventFactory:
         host = fields.get("server_hostname")
         if host is None:
             host = (t.host if t else catalog._default_host)(rng)
+            if session is not None:
+                host = _from_session(session, t.host_from if t else catalog._host_from, host)
         user = fields.get("user_id")
         if user is None:
             user = (t.user if t else catalog._default_user)(rng)
+            if session is not None:
+                user = _from_session(session, t.user_from if t else catalog._user_from, user)
         severity = fields.get("severity")
         if severity is None:
             severity = t.severity if t else "INFO"
         result = given_result if given_result is not None else (t.action_result if t else "SUCCESS")
         given_details: Mapping[str, Any] | None = fields.get("details")
         if t is not None:
-            details = self._details(t, host, user, severity, result, given_details)
+            details = self._details(t, host, user, severity, result, given_details, session)
         else:
             details = dict(given_details) if given_details else {}
 
         event = self._event(source, host, event_type, severity, user, result, details)
+        if "resource" in details:
+            event["resource"] = details["resource"]  # the caller's own, if any, replaces it below
         for key, value in fields.items():
             if key not in _KNOWN_FIELDS:
                 event[key] = value
@@ -604,9 +695,13 @@ class EventFactory:
         severity: Any,
         result: Any,
         given: Mapping[str, Any] | None,
+        session: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         rng = self._rng
         values = {key: gen(rng) for key, gen in t.plain}
+        if session is not None:
+            for key, session_key in t.from_session:
+                values[key] = _from_session(session, session_key, values[key])
         if not t.formats and not given:
             return values  # the common case: already in declared order
         if given:

@@ -223,7 +223,9 @@ class SessionMix:
                 details["protocol"] = story.protocol
         details.update(step.details)
         fields["details"] = details
-        event = self._factory.complete(fields, source=SOURCE_GENERATED)
+        # Template specs such as {"session": "source_ip", ...} read the session (a login opens it: none yet).
+        context = None if story.session is None else vars(story.session)
+        event = self._factory.complete(fields, source=SOURCE_GENERATED, session=context)
         made = event["details"]
         if step.begins:
             source_ip = str(made.get("ip_address", ""))

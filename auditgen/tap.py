@@ -16,7 +16,9 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.python import usage
 
+from auditgen.catalogs import load_catalog
 from auditgen.config import SPECS, ConfigError, Settings, load_settings, read_dotenv
+from auditgen.events import Catalog, TemplateError
 
 
 class Options(usage.Options):
@@ -37,13 +39,20 @@ class Options(usage.Options):
     ]
 
     settings: Settings
+    catalog: Catalog
 
     def postOptions(self) -> None:
+        """Settings and templates are checked here, so a mistake is a usage error before anything starts."""
         try:
             dotenv = read_dotenv(self["env-file"])
             self.settings = load_settings(self, os.environ, dotenv)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        s = self.settings
+        try:
+            self.catalog = load_catalog(s.templates or (), s.templates_replace)
+        except TemplateError as e:
+            raise usage.UsageError(f"templates: {e}") from None
 
 
 class AuditgenService(MultiService):
@@ -83,7 +92,7 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    from auditgen.events import Catalog, EventFactory, seeded_rng
+    from auditgen.events import EventFactory, seeded_rng
     from auditgen.generator import Generator
     from auditgen.metrics import Metrics, metrics_site
     from auditgen.outbox import Outbox, OutboxService
@@ -101,7 +110,7 @@ def makeService(options: Options) -> IService:
     metrics = Metrics(max_series=s.metrics_max_series)
     spool = Spool(s.spool_dir, reactor) if s.spool_dir else None
     outbox = Outbox(s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes)
-    catalog = Catalog.builtin()
+    catalog = options.catalog
     factory = EventFactory(catalog, seeded_rng(s.seed, "api"))
     publisher = Publisher(
         reactor,

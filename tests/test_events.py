@@ -89,12 +89,13 @@ def in_networks(address: str, cidrs: list[str]) -> bool:
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_every_builtin_template_makes_well_formed_events(name: str) -> None:
-    """Each built-in template alone gives events with exactly the wire fields, in order, of right types."""
+    """Each built-in template alone gives events with exactly the wire fields, in order, of right types
+    (and the top-level resource right after details when details have one)."""
     spec = TEMPLATES[name]
     f = EventFactory(Catalog.from_data({"pools": POOLS, "templates": [spec]}), random.Random(1))
     for _ in range(30):
         event = f.generate()
-        assert list(event) == EVENT_FIELDS
+        assert list(event) == EVENT_FIELDS + (["resource"] if "resource" in spec["details"] else [])
         assert uuid.UUID(event["event_id"]).version == 4
         assert str(uuid.UUID(event["event_id"])) == event["event_id"]
         assert TIMESTAMP.fullmatch(event["timestamp"])
@@ -279,6 +280,113 @@ def test_choice_weights_set_how_often_each_value_is_chosen() -> None:
     assert 0.87 < values["b"] / 3000 < 0.93
 
 
+# --- sessions ---
+
+SESSION = {"session_id": "s-1", "user": "zoe", "host": "ws-zoe.example.com", "source_ip": "192.0.2.9"}
+FROM_SESSION = {"session": "source_ip", "default": {"ip": "10.9.0.0/24"}}
+
+
+def test_session_spec_copies_the_sessions_value_or_draws_its_default() -> None:
+    """In a session that has the key, the session's value; without a session, or in one without the key,
+    the default spec's value."""
+    f = factory(catalog_of(template(x=FROM_SESSION)))
+    assert f.generate(SESSION)["details"]["x"] == "192.0.2.9"
+    for session in (None, {"session_id": "s-2", "user": "u", "host": "h"}):
+        values = [f.generate(session)["details"]["x"] for _ in range(20)]
+        assert all(in_networks(v, ["10.9.0.0/24"]) for v in values)
+
+
+def test_session_values_are_seen_by_formats_and_copied_per_event() -> None:
+    """A format built on a session detail uses the session's value; an object taken from the session is a
+    copy, so editing one event changes neither the session nor the next event."""
+    spec = template(
+        x=FROM_SESSION,
+        tags={"session": "tags", "default": []},
+        line={"format": "login from {details.x}"},
+    )
+    f = factory(catalog_of(spec))
+    session = {**SESSION, "tags": ["vpn"]}
+    first = f.generate(session)["details"]
+    assert first["line"] == "login from 192.0.2.9"
+    first["tags"].append("edited")
+    assert session["tags"] == ["vpn"]
+    assert f.generate(session)["details"]["tags"] == ["vpn"]
+
+
+def test_session_fills_host_and_user_unless_the_template_says_otherwise() -> None:
+    """Templates without their own server_hostname/user_id take the session's host and user; a template
+    with its own user_id keeps drawing it; the built-in logins use the session's address."""
+    own_user = {**template("admin"), "user_id": {"choice": ["root"]}}
+    f = factory(catalog_of(template("plain"), own_user), seed=2)
+    events = [f.generate(SESSION) for _ in range(40)]
+    assert {e["server_hostname"] for e in events} == {"ws-zoe.example.com"}
+    assert {e["user_id"] for e in events} == {"zoe", "root"}
+    builtin = factory(seed=3)
+    logins = [e for e in (builtin.generate(SESSION) for _ in range(300)) if "ip_address" in e["details"]]
+    assert {e["event_type"] for e in logins} == {"user_login", "user_logout"}
+    assert all((e["user_id"], e["details"]["ip_address"]) == ("zoe", "192.0.2.9") for e in logins)
+
+
+def test_a_session_does_not_shift_the_random_stream() -> None:
+    """Seeded factories draw the same numbers with or without a session, so ids and templates match."""
+    with_session = factory(seed=9)
+    without = factory(seed=9)
+    for _ in range(100):
+        a, b = with_session.generate(SESSION), without.generate()
+        assert (a["event_id"], a["event_type"], a["action_result"]) == (
+            b["event_id"],
+            b["event_type"],
+            b["action_result"],
+        )
+
+
+def test_complete_uses_the_session_where_the_caller_gave_nothing() -> None:
+    """complete() in a session fills host, user and session details from it; the caller's fields and
+    details still win; an event type without a template takes host and user from the session too."""
+    f = factory()
+    event = f.complete({"event_type": "user_login", "action_result": "SUCCESS"}, session=SESSION)
+    assert (event["server_hostname"], event["user_id"]) == ("ws-zoe.example.com", "zoe")
+    assert event["details"]["ip_address"] == "192.0.2.9"
+    fields = {"event_type": "user_login", "user_id": "amy", "details": {"ip_address": "198.51.100.1"}}
+    event = f.complete(fields, session=SESSION)
+    assert (event["user_id"], event["details"]["ip_address"]) == ("amy", "198.51.100.1")
+    assert event["server_hostname"] == "ws-zoe.example.com"
+    event = f.complete({"event_type": "custom_thing"}, session=SESSION)
+    assert (event["server_hostname"], event["user_id"]) == ("ws-zoe.example.com", "zoe")
+
+
+# --- the top-level resource ---
+
+
+def test_a_resource_in_details_is_also_at_the_top_level_after_details() -> None:
+    """Generated and completed events whose details name a resource carry it right after details too;
+    details keep theirs, and events without one have no top-level resource."""
+    f = factory(seed=4)
+    seen: Counter[bool] = Counter()
+    for _ in range(300):
+        event = f.generate()
+        has = "resource" in event["details"]
+        seen[has] += 1
+        assert list(event)[len(EVENT_FIELDS) :] == (["resource"] if has else [])
+        if has:
+            assert event["resource"] == event["details"]["resource"]
+    assert seen[True] and seen[False]
+    event = f.complete({"event_type": "custom", "details": {"resource": "/srv/x"}, "ticket": 1})
+    assert list(event) == [*EVENT_FIELDS, "resource", "ticket"]
+    assert event["resource"] == event["details"]["resource"] == "/srv/x"
+
+
+def test_the_callers_top_level_resource_is_kept() -> None:
+    """A caller who gives a top-level resource keeps it (still right after details); details keep the
+    template's or the caller's own."""
+    event = factory().complete({"event_type": "file_modified", "note": "n", "resource": "db-main"})
+    assert event["resource"] == "db-main"
+    assert event["details"]["resource"] in POOLS["sensitive_files"]
+    assert list(event) == [*EVENT_FIELDS, "resource", "note"]
+    event = factory().complete({"event_type": "user_login", "resource": "vpn"})
+    assert "resource" not in event["details"] and event["resource"] == "vpn"
+
+
 # --- reproducibility and the timestamp ---
 
 
@@ -324,7 +432,7 @@ def test_default_clock_is_the_current_utc_time() -> None:
 def test_complete_fills_missing_fields_from_a_template() -> None:
     """Given only an event_type, the event gets that type's severity, result, details, host and user."""
     event = factory().complete({"event_type": "file_modified"})
-    assert list(event) == EVENT_FIELDS
+    assert list(event) == [*EVENT_FIELDS, "resource"]
     assert event["source_service"] == SOURCE_API
     assert (event["severity"], event["action_result"]) == ("CRITICAL", "MODIFIED")
     assert list(event["details"]) == ["resource", "old_checksum", "new_checksum", "size_change_bytes"]
@@ -554,6 +662,26 @@ BAD_DATA = [
     ),
     (with_template(user_id={"int": [1, 2]}), T + "user_id: expected a spec producing strings"),
     (with_template(user_id={"choice": ["a", 1]}), T + "user_id: choice: expected strings"),
+    (
+        with_template(user_id={"session": "user", "default": {"int": [1, 2]}}),
+        T + "user_id: default: expected a spec producing strings",
+    ),
+    (with_detail({"session": "source_ip"}), T + "details.x: session: missing 'default'"),
+    (with_detail({"session": "", "default": "x"}), T + "details.x: session: expected the name of"),
+    (with_detail({"session": ["user"], "default": "x"}), T + "details.x: session: expected the name of"),
+    (
+        with_detail({"session": "user", "defaults": "x"}),
+        T + "details.x: unknown key 'defaults' in a 'session' spec (allowed: default)",
+    ),
+    (
+        with_detail({"session": "a", "default": {"session": "b", "default": "x"}}),
+        T + "details.x: default: session specs are only allowed as a field's own spec",
+    ),
+    (
+        with_detail({"session": "a", "default": {"format": "{user_id}"}}),
+        T + "details.x: default: format specs are only allowed as a detail's own spec",
+    ),
+    (with_detail({"session": "a", "default": {"ip": "@nope"}}), T + "details.x: default: unknown pool"),
     (with_template(server_hostname=5), T + "server_hostname: expected a string, got 5"),
     (with_template(weight=0), T + "weight: expected a positive number, got 0"),
     (with_template(weight=True), T + "weight: expected a positive number, got True"),
@@ -572,8 +700,8 @@ BAD_DATA = [
     (with_pools(nets=[]), "pools.nets: expected a non-empty list"),
     (with_pools(hosts=["ok", ""]), "pools.hosts: expected non-empty strings"),
     (with_pools(**{"9lives": ["x"]}), "pools: pool name '9lives'"),
-    ({**base(), "templates": []}, "templates: expected a non-empty list of templates"),
-    ({"templates": base()["templates"]}, "pools: missing required key"),
+    ({**base(), "templates": []}, "templates: expected at least one template"),
+    ({"templates": base()["templates"]}, "pools: missing required pool 'hosts'"),
     ({**base(), "extra": 1}, "catalog: unknown key 'extra'"),
     ({**base(), "templates": ["login"]}, "templates[0]: expected an object"),
 ]

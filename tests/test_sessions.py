@@ -16,7 +16,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from auditgen.config import ConfigError, load_settings
-from auditgen.events import SOURCE_GENERATED, Catalog, EventFactory
+from auditgen.events import SOURCE_GENERATED, Catalog, EventFactory, builtin_data
 from auditgen.generator import Generator
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
@@ -276,3 +276,40 @@ def test_the_service_mixes_in_sessions_only_above_share_zero(args: list[str], mi
     assert isinstance(generator._make, SessionMix) is mixed
     if not mixed:
         assert generator._make.__self__.__class__ is EventFactory
+
+
+def test_template_session_specs_read_the_session_the_event_belongs_to() -> None:
+    """A user template's {"session": key} spec, on a step inside a session, copies that session's value
+    (the login's source address and session_id); outside a session it draws its default."""
+    catalog = Catalog.from_sources(
+        [
+            (None, builtin_data()),
+            (
+                "user.yaml",
+                {
+                    "templates": [
+                        {
+                            "name": "sudo_command_success",
+                            "event_type": "sudo_command",
+                            "severity": "INFO",
+                            "action_result": "SUCCESS",
+                            "weight": 15,
+                            "details": {
+                                "from": {"session": "source_ip", "default": "no-session"},
+                                "sid": {"session": "session_id", "default": "no-session"},
+                            },
+                        }
+                    ]
+                },
+            ),
+        ]
+    )
+    mix = SessionMix(EventFactory(catalog, random.Random(3)), random.Random("s"), 1.0, 5)
+    sudo = [e for e in (mix() for _ in range(3000)) if e["event_type"] == "sudo_command"]
+    in_sessions = [e for e in sudo if "session_id" in e["details"]]
+    assert in_sessions
+    for event in in_sessions:
+        assert event["details"]["from"] == event["details"]["ip_address"]
+        assert event["details"]["sid"] == event["details"]["session_id"]
+    plain = EventFactory(catalog, random.Random(4)).complete({"event_type": "sudo_command"})
+    assert plain["details"]["from"] == plain["details"]["sid"] == "no-session"

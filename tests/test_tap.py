@@ -1,13 +1,18 @@
-"""The service tree's shutdown order."""
+"""The service tree: its shutdown order, and the templates it is built with."""
 
 from __future__ import annotations
 
+import gc
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
-from auditgen.tap import AuditgenService
+from auditgen.generator import Generator
+from auditgen.tap import AuditgenService, Options, makeService
 
 
 class Child(Service):
@@ -46,3 +51,43 @@ def test_children_stop_one_after_another_in_reverse_and_the_api_refuses_first() 
     api_port.stopping.callback(None)
     assert done.called
     assert reactor._exitSignal is None, "a completed graceful stop must exit 0"
+
+
+def test_the_service_makes_events_from_the_templates_the_options_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """makeService builds the API's and the generator's factories on the catalog the options loaded
+    (here: one user template replacing the built-in set), not on the built-in one."""
+    monkeypatch.delenv("AUDITGEN_TEMPLATES", raising=False)
+    own = {
+        "pools": {"hosts": ["h"], "users": ["u"]},
+        "templates": [
+            {
+                "name": "t",
+                "event_type": "mine",
+                "severity": "INFO",
+                "action_result": "OK",
+                "weight": 1,
+                "details": {},
+            }
+        ],
+    }
+    path = tmp_path / "own.json"
+    path.write_text(json.dumps(own))
+    options = Options()
+    options.parseOptions(
+        [
+            f"--templates={path}",
+            "--templates-replace=true",
+            "--session-share=0",
+            "--app-port=0",
+            "--prometheus-port=0",
+        ]
+    )
+    try:
+        root = makeService(options)
+    finally:
+        gc.unfreeze()
+    generator = next(child for child in root if isinstance(child, Generator))
+    assert generator._make()["event_type"] == "mine"
+    assert root._api._factory.complete({"event_type": "other"})["server_hostname"] == "h"

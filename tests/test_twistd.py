@@ -71,6 +71,23 @@ def test_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path: Path) -> N
     assert any("'abc'" in line for line in lines), result.stdout + result.stderr
 
 
+def test_bad_templates_file_stops_start_up_naming_file_template_and_field(tmp_path: Path) -> None:
+    """A templates file with a bad value exits non-zero before listening, with one line naming the file,
+    the template, the field and what was expected."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "templates:\n  - {name: brute, event_type: e, severity: W, action_result: F, weight: 1,\n"
+        "     details: {ip_address: {ip: 10.0.0.1/8}}}\n"
+    )
+    app_port = free_port()
+    result = run_twistd(
+        "-n", "--pidfile=", "auditgen", f"--app-port={app_port}", "--templates=rules.yaml", cwd=tmp_path
+    )
+    assert result.returncode != 0
+    expected = "templates: rules.yaml: template 'brute': details.ip_address: '10.0.0.1/8' is not a CIDR"
+    assert any(expected in line for line in (result.stdout + result.stderr).splitlines()), result.stderr
+
+
 async def _get_json(url: str) -> tuple[int, Any]:
     response = await treq.get(url, persistent=False)
     return response.code, json.loads(await response.text())
