@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from itertools import accumulate
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 import orjson
@@ -479,6 +480,8 @@ class Catalog:
             by_result.setdefault((t.event_type, t.action_result), []).append(t)
         self._by_type = {k: _Group.of(v) for k, v in by_type.items()}
         self._by_result = {k: _Group.of(v) for k, v in by_result.items()}
+        self.pools: Mapping[str, tuple[Any, ...]] = MappingProxyType(dict(pools))
+        """The shared value pools, for code that builds events of its own (scenarios)."""
         hosts, users = pools["hosts"], pools["users"]
         self._default_host: _Gen = lambda rng: rng.choice(hosts)
         self._default_user: _Gen = lambda rng: rng.choice(users)

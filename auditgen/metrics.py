@@ -100,6 +100,12 @@ class Metrics:
             "Spool files found damaged on start and moved aside (what could be read was kept).",
             registry=r,
         )
+        self.scenarios = Counter(
+            f"{PREFIX}_scenarios",
+            "Scenarios whose events were accepted, by scenario and origin (api or generator).",
+            ["scenario", "origin"],
+            registry=r,
+        )
 
     def count_event(self, event_type: str, server_hostname: str, action_result: str) -> None:
         """Count one accepted event; a label set beyond the first max_series goes to the overflow series."""

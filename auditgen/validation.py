@@ -151,14 +151,8 @@ def _check_limits(fields: dict[str, Any]) -> None:
             raise BadRequest(f"details is {size} bytes as JSON; at most {MAX_DETAILS_BYTES} bytes (64 KiB)")
 
 
-def parse_event_request(body: bytes) -> dict[str, Any]:
-    """The caller's fields, checked: a JSON object with a non-empty string event_type and typed extras.
-
-    Whatever passes can be completed, encoded and published: a caller's mistake is a 400 here, never a
-    500 later.
-    """
-    if not body.strip():
-        raise BadRequest("request body is empty; expected a JSON object with an event_type")
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object: UTF-8, no duplicate keys, no NaN or Infinity."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -173,6 +167,18 @@ def parse_event_request(body: bytes) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
     if not isinstance(fields, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(fields).__name__}")
+    return fields
+
+
+def parse_event_request(body: bytes) -> dict[str, Any]:
+    """The caller's fields, checked: a JSON object with a non-empty string event_type and typed extras.
+
+    Whatever passes can be completed, encoded and published: a caller's mistake is a 400 here, never a
+    500 later.
+    """
+    if not body.strip():
+        raise BadRequest("request body is empty; expected a JSON object with an event_type")
+    fields = parse_json_object(body)
     if len(fields) > MAX_FIELDS:
         raise BadRequest(
             f"too many fields: {len(fields)}; an event has at most {MAX_FIELDS} top-level fields"
