@@ -219,11 +219,14 @@ def plan(scenario: Scenario, given: Mapping[str, Any], rng: random.Random, pools
     for name in given:
         if name not in known:
             listed = ", ".join(known) or "none"
-            raise BadRequest(f"unknown parameter {_show(name)} for {scenario.name} (known: {listed})")
+            raise BadRequest(f"{scenario.name}: unknown parameter {_show(name)} (known: {listed})")
     values: dict[str, Any] = {}
     for p in scenario.params:
         if p.name in given:
-            values[p.name] = p.parse(given[p.name], pools)
+            try:
+                values[p.name] = p.parse(given[p.name], pools)
+            except BadRequest as e:
+                raise BadRequest(f"{scenario.name}: {e}") from None
         elif p.default is None and p.draw is not None:
             values[p.name] = p.draw(rng, pools)
         else:

@@ -218,7 +218,7 @@ class AuditAPI:
         except Refused as r:
             return r.answer(request)
         except BadRequest as e:
-            return json_response(request, 400, {"error": f"{name}: {e}"})
+            return json_response(request, 400, {"error": str(e)})
         except UnknownScenario as e:
             return json_response(request, 404, {"error": str(e.args[0])})
         if self._scenarios.full:
