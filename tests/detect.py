@@ -9,13 +9,13 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from auditgen.events import Catalog
 
-Event = dict[str, Any]
+Event = Mapping[str, Any]
 Found = dict[tuple[str, ...], set[str]]  # keys -> ids of the events that tripped the rule
 
 PLATFORM_FILES = ("/etc/sudoers", "/root/.ssh/authorized_keys", "/etc/shadow", "/etc/passwd")
@@ -37,7 +37,7 @@ def _grouped(events: Iterable[Event], *fields: str) -> dict[tuple[str, ...], lis
     return groups
 
 
-def _bursts(events: list[Event], count: int, seconds: float) -> set[str]:
+def _bursts(events: Sequence[Event], count: int, seconds: float) -> set[str]:
     """Ids of the events in any run of `count` consecutive events spanning at most `seconds`."""
     ids: set[str] = set()
     for i in range(len(events) - count + 1):
@@ -47,7 +47,7 @@ def _bursts(events: list[Event], count: int, seconds: float) -> set[str]:
     return ids
 
 
-def brute_force(events: list[Event], count: int = 3, seconds: float = 60.0) -> Found:
+def brute_force(events: Sequence[Event], count: int = 3, seconds: float = 60.0) -> Found:
     """The platform's rule: `count` or more user_login FAILURE, same user_id and server_hostname, within
     `seconds` (defaults: 3 within 60 s)."""
     failures = (e for e in events if _is(e, "user_login", "FAILURE"))
@@ -57,7 +57,7 @@ def brute_force(events: list[Event], count: int = 3, seconds: float = 60.0) -> F
     return {k: ids for k, ids in found.items() if ids}
 
 
-def sensitive_file_tamper(events: list[Event]) -> Found:
+def sensitive_file_tamper(events: Sequence[Event]) -> Found:
     """The platform's rule: file_modified MODIFIED whose top-level resource contains one of four paths."""
     found: Found = defaultdict(set)
     for e in events:
@@ -66,7 +66,7 @@ def sensitive_file_tamper(events: list[Event]) -> Found:
     return dict(found)
 
 
-def privilege_escalation(events: list[Event], seconds: float) -> Found:
+def privilege_escalation(events: Sequence[Event], seconds: float) -> Found:
     """A login, then a sudo to root, then a change of sudoers or root's keys, by one user on one host."""
     found: Found = {}
     for (user, host), group in _grouped(events, "user_id", "server_hostname").items():
@@ -85,7 +85,7 @@ def privilege_escalation(events: list[Event], seconds: float) -> Found:
     return found
 
 
-def service_flapping(events: list[Event], cycles: int, seconds: float) -> Found:
+def service_flapping(events: Sequence[Event], cycles: int, seconds: float) -> Found:
     """`cycles` STOPPED service_status_change, each followed by STARTED, one service on one host."""
     changes = (e for e in events if e["event_type"] == "service_status_change")
     found: Found = {}
@@ -98,7 +98,7 @@ def service_flapping(events: list[Event], cycles: int, seconds: float) -> Found:
     return found
 
 
-def account_takeover(events: list[Event], seconds: float) -> Found:
+def account_takeover(events: Sequence[Event], seconds: float) -> Found:
     """An account created, then logged in to from outside the client networks within `seconds`."""
     found: Found = {}
     for created in (e for e in events if _is(e, "user_account_management", "CREATED")):
@@ -112,7 +112,7 @@ def account_takeover(events: list[Event], seconds: float) -> Found:
     return found
 
 
-def off_hours_admin(events: list[Event]) -> Found:
+def off_hours_admin(events: Sequence[Event]) -> Found:
     """sudo_command SUCCESS outside 08:00-18:00 UTC, by user and host."""
     found: Found = defaultdict(set)
     for e in events:
@@ -121,7 +121,7 @@ def off_hours_admin(events: list[Event]) -> Found:
     return dict(found)
 
 
-def detect(name: str, events: list[Event], params: dict[str, Any]) -> Found:
+def detect(name: str, events: Sequence[Event], params: dict[str, Any]) -> Found:
     """The rule for scenario `name`, tuned by the run's parameters where the rule has any."""
     if name == "brute_force":
         return brute_force(events, params["attempts"], params["window_seconds"])
@@ -138,7 +138,7 @@ def detect(name: str, events: list[Event], params: dict[str, Any]) -> Found:
 
 
 def assert_expected(
-    run_expected: dict[str, Any], name: str, events: list[Event], params: dict[str, Any]
+    run_expected: dict[str, Any], name: str, events: Sequence[Event], params: dict[str, Any]
 ) -> None:
     """The rule computed from the events finds exactly the expected keys, within the expected window."""
     found = detect(name, events, params)
