@@ -82,8 +82,9 @@ class Refused(Exception):
         return json_response(request, self.code, {"error": self.error})
 
 
-def _full(request: IRequest, error: OutboxFull) -> bytes:
-    return Refused(503, f"{error}; nothing was accepted, try again later", RETRY_AFTER_SECONDS).answer(
+def _full(request: IRequest, reason: str) -> bytes:
+    """503 for a request that did not fit (the outbox, the spool, or the ground truth's outbox)."""
+    return Refused(503, f"{reason}; nothing was accepted, try again later", RETRY_AFTER_SECONDS).answer(
         request
     )
 
@@ -142,7 +143,7 @@ class AuditAPI:
                 stored = self._outbox.add_many(events, wait=True)
                 answer = self._answer_bulk
         except OutboxFull as e:
-            return _full(request, e)
+            return _full(request, str(e))
         return stored.addCallbacks(answer, self._not_stored, callbackArgs=(request,), errbackArgs=(request,))
 
     def _read_body(self, request: IRequest) -> bytes:
@@ -222,11 +223,11 @@ class AuditAPI:
         except UnknownScenario as e:
             return json_response(request, 404, {"error": str(e.args[0])})
         if self._scenarios.full:
-            return _full(request, OutboxFull("ground-truth outbox full"))
+            return _full(request, "ground-truth outbox full")
         try:
             stored = self._outbox.add_many(run.events, wait=True)
         except OutboxFull as e:
-            return _full(request, e)
+            return _full(request, str(e))
         return stored.addCallbacks(
             self._scenario_accepted, self._not_stored, callbackArgs=(run, request), errbackArgs=(request,)
         )
