@@ -21,6 +21,7 @@ from auditgen import shapes
 
 MAX_RATE = 100_000
 MAX_SESSIONS = 100_000
+MAX_SCENARIO_RATE = 1000  # every generated event part of a scenario
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,8 @@ class Settings:
     daily_min_ratio: float = shapes.ShapeSettings.daily_min_ratio
     templates: tuple[str, ...] | None = None
     templates_replace: bool = False
+    ground_truth_queue: str | None = None
+    scenario_rate: float = 0.0
 
     @property
     def events_per_second(self) -> float:
@@ -206,6 +209,13 @@ def _bool(text: str) -> bool:
     if value in ("false", "0", "no"):
         return False
     raise ValueError("expected true or false")
+
+
+def _scenario_rate(text: str) -> float:
+    value = _number(text, "scenarios per 1,000 events")
+    if not 0 <= value <= MAX_SCENARIO_RATE:
+        raise ValueError(f"expected scenarios per 1,000 events from 0 to {MAX_SCENARIO_RATE}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -437,6 +447,22 @@ SPECS: tuple[Spec, ...] = (
         _bool,
         "true: the template files replace the built-in templates and pools instead of adding to them.",
     ),
+    Spec(
+        "ground_truth_queue",
+        "AUDITGEN_GROUND_TRUTH_QUEUE",
+        "ground-truth-queue",
+        None,
+        _text,
+        "Queue for each scenario's ground-truth record (durable, confirmed like events); unset: none.",
+    ),
+    Spec(
+        "scenario_rate",
+        "AUDITGEN_SCENARIO_RATE",
+        "scenario-rate",
+        "0",
+        _scenario_rate,
+        "Scenarios started per 1,000 generated events (0 to 1000, a number); 0: none.",
+    ),
 )
 
 _BROKER_KEYS = ("host", "port", "user", "password", "vhost")
@@ -518,4 +544,9 @@ def load_settings(
     broker = url or Broker(**{k: values[k] for k in _BROKER_KEYS})
     for k in _BROKER_KEYS:
         del values[k]
+    if values["ground_truth_queue"] == values["queue"]:
+        raise ConfigError(
+            f"invalid AUDITGEN_GROUND_TRUTH_QUEUE: {values['queue']!r}: expected a queue other than "
+            "RABBITMQ_QUEUE; records there would reach the event consumers"
+        )
     return Settings(broker=broker, **values)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from itertools import accumulate
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 import orjson
@@ -520,6 +521,8 @@ class Catalog:
         compiler = _Compiler(pools)
         self._default_host, self._host_from = compiler.field(_DEFAULT_HOST, "server_hostname", True)
         self._default_user, self._user_from = compiler.field(_DEFAULT_USER, "user_id", True)
+        self.pools: Mapping[str, tuple[Any, ...]] = MappingProxyType(dict(pools))
+        """The shared value pools, for code that builds events of its own (scenarios)."""
 
     @classmethod
     def builtin(cls) -> Catalog:

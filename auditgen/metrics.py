@@ -106,6 +106,12 @@ class Metrics:
             "operator).",
             registry=r,
         )
+        self.scenarios = Counter(
+            f"{PREFIX}_scenarios",
+            "Scenarios whose events were accepted, by scenario and origin (api or generator).",
+            ["scenario", "origin"],
+            registry=r,
+        )
 
     def count_event(self, event_type: str, server_hostname: str, action_result: str) -> None:
         """Count one accepted event; a label set beyond the first max_series goes to the overflow series."""

@@ -121,7 +121,8 @@ class Outbox:
             created=self._clock.seconds(),
             confirmed=Deferred() if wait else None,
         )
-        labels = (event["event_type"], event["server_hostname"], event["action_result"])
+        # Records that are not audit events (scenario ground truth) may lack the last two.
+        labels = (event["event_type"], event.get("server_hostname", ""), event.get("action_result", ""))
         if self._spool is None:
             self._accept(entry, labels)
             return succeed(entry)

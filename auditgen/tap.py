@@ -10,7 +10,7 @@ import gc
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
@@ -19,6 +19,11 @@ from twisted.python import usage
 from auditgen.catalogs import load_catalog
 from auditgen.config import SPECS, ConfigError, Settings, load_settings, read_dotenv
 from auditgen.events import Catalog, TemplateError
+
+if TYPE_CHECKING:  # imported for real in makeService, which may install the reactor
+    from auditgen.metrics import Metrics
+    from auditgen.outbox import Outbox
+    from auditgen.publisher import Publisher
 
 
 class Options(usage.Options):
@@ -94,9 +99,11 @@ def makeService(options: Options) -> IService:
 
     from auditgen.events import EventFactory, seeded_rng
     from auditgen.generator import Generator
+    from auditgen.groundtruth import GroundTruth
     from auditgen.metrics import Metrics, metrics_site
     from auditgen.outbox import Outbox, OutboxService
-    from auditgen.publisher import Publisher
+    from auditgen.scenario_mix import ScenarioMix
+    from auditgen.scenarios import ScenarioRunner
     from auditgen.sessions import SessionMix
     from auditgen.shapes import ShapeSettings
     from auditgen.spool import Spool
@@ -112,21 +119,17 @@ def makeService(options: Options) -> IService:
     outbox = Outbox(s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes)
     catalog = options.catalog
     factory = EventFactory(catalog, seeded_rng(s.seed, "api"))
-    publisher = Publisher(
-        reactor,
-        s.broker,
-        s.queue,
-        outbox,
-        metrics,
-        max_unconfirmed=s.max_unconfirmed,
-        connect_timeout=s.connect_timeout,
-        heartbeat=s.heartbeat,
-        shutdown_timeout=s.shutdown_timeout,
-    )
+    publisher = _publisher(s, reactor, s.queue, outbox, metrics)
+    truth_outbox, truth_services = _ground_truth_outbox(s, reactor)
+    ground_truth = GroundTruth(metrics, clock, truth_outbox)
+    scenarios = ScenarioRunner(catalog, seeded_rng(s.seed, "scenarios"), ground_truth)
     generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
     make: Callable[[], Mapping[str, Any]] = generated.generate
     if s.session_share > 0:
         make = SessionMix(generated, seeded_rng(s.seed, "sessions"), s.session_share, s.sessions)
+    if s.scenario_rate > 0:
+        mix_rng = seeded_rng(s.seed, "generated-scenarios")  # its own stream: API calls do not shift it
+        make = ScenarioMix(make, catalog, mix_rng, s.scenario_rate, scenarios.report)
     shape = ShapeSettings(
         s.shape, s.burst_on_seconds, s.burst_off_seconds, s.daily_peak_hour, s.daily_min_ratio
     )
@@ -148,11 +151,14 @@ def makeService(options: Options) -> IService:
         confirm_wait=s.confirm_wait,
         max_body_bytes=s.max_body_bytes,
         generator=generator,
+        scenarios=scenarios,
     )
     root = AuditgenService(reactor, api)
     root.addService(_listen(reactor, s.app_port, api.site()))
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)
+    for service in [*truth_services, ground_truth]:
+        root.addService(service)
     root.addService(_listen(reactor, s.prometheus_port, metrics_site(metrics.registry)))
     root.addService(generator)
     # Everything made so far (modules, templates, the service tree) lives as long as the process: keep it
@@ -160,6 +166,41 @@ def makeService(options: Options) -> IService:
     # for every request in flight.
     gc.freeze()
     return root
+
+
+def _publisher(s: Settings, reactor: Any, queue: str, outbox: Outbox, metrics: Metrics) -> Publisher:
+    from auditgen.publisher import Publisher
+
+    return Publisher(
+        reactor,
+        s.broker,
+        queue,
+        outbox,
+        metrics,
+        max_unconfirmed=s.max_unconfirmed,
+        connect_timeout=s.connect_timeout,
+        heartbeat=s.heartbeat,
+        shutdown_timeout=s.shutdown_timeout,
+    )
+
+
+def _ground_truth_outbox(s: Settings, reactor: Any) -> tuple[Outbox | None, list[Service]]:
+    """With AUDITGEN_GROUND_TRUTH_QUEUE: the records' own outbox (spooled in <spool>/ground-truth), and its
+    spool service and publisher in start order; else (None, []).
+
+    Their metrics are kept apart, so the service's counts stay those of audit events.
+    """
+    from auditgen.metrics import Metrics
+    from auditgen.outbox import Outbox, OutboxService
+    from auditgen.spool import Spool
+
+    if s.ground_truth_queue is None:
+        return None, []
+    metrics = Metrics()
+    spool = Spool(os.path.join(s.spool_dir, "ground-truth"), reactor) if s.spool_dir else None
+    outbox = Outbox(s.outbox_max, metrics, reactor, spool=spool, spool_max_bytes=s.spool_max_bytes)
+    publisher = _publisher(s, reactor, s.ground_truth_queue, outbox, metrics)
+    return outbox, [OutboxService(outbox, spool, metrics), publisher]
 
 
 def _listen(reactor: Any, port: int, site: Any) -> Service:

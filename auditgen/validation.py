@@ -153,7 +153,7 @@ def _check_limits(fields: dict[str, Any]) -> None:
             raise BadRequest(f"details is {size} bytes as JSON; at most {MAX_DETAILS_BYTES} bytes (64 KiB)")
 
 
-def _json_object(body: bytes, expected: str) -> dict[str, Any]:
+def parse_json_object(body: bytes, expected: str = "a JSON object") -> dict[str, Any]:
     """The body as a JSON object: UTF-8, no duplicate keys, no NaN or Infinity."""
     if not body.strip():
         raise BadRequest(f"request body is empty; expected {expected}")
@@ -180,7 +180,7 @@ def parse_event_request(body: bytes) -> dict[str, Any]:
     Whatever passes can be completed, encoded and published: a caller's mistake is a 400 here, never a
     500 later.
     """
-    fields = _json_object(body, "a JSON object with an event_type")
+    fields = parse_json_object(body, "a JSON object with an event_type")
     if len(fields) > MAX_FIELDS:
         raise BadRequest(
             f"too many fields: {len(fields)}; an event has at most {MAX_FIELDS} top-level fields"
@@ -211,7 +211,7 @@ GENERATOR_FIELDS = ("rate", "shape", "paused", *PARAMETERS)
 def parse_generator_request(body: bytes) -> dict[str, Any]:
     """The changes PUT /generator asks for, every one checked, so that all or none are applied."""
     expected = f"any of {', '.join(GENERATOR_FIELDS)}"
-    changes = _json_object(body, f"a JSON object with {expected}")
+    changes = parse_json_object(body, f"a JSON object with {expected}")
     for name in changes:
         if name not in GENERATOR_FIELDS:
             raise BadRequest(f"unknown field {_show(name)}; expected {expected}")

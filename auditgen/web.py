@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from auditgen.events import EventFactory
 from auditgen.metrics import render_metrics
 from auditgen.outbox import Entry, Outbox, OutboxFull
+from auditgen.scenarios import Run, ScenarioRunner, UnknownScenario
 from auditgen.site import ApiSite, too_large
 from auditgen.spool import SpoolError
 from auditgen.validation import (
@@ -33,20 +34,13 @@ from auditgen.validation import (
     parse_count,
     parse_event_request,
     parse_generator_request,
+    parse_json_object,
 )
 
 BULK_IDS_LISTED = 1_000  # up to this many, a bulk answer lists every event_id; above, the first and last
 RETRY_AFTER_SECONDS = 1  # outbox full: room comes back as soon as the broker confirms
 CLOSING_RETRY_AFTER_SECONDS = 5  # shutting down: ask again once this instance (or another) is back
 NO_GENERATOR = "this service has no generator to control"
-
-
-class Refused(Exception):
-    """A request refused before its body is read as JSON: the HTTP code and the error to answer."""
-
-    def __init__(self, code: int, error: str) -> None:
-        super().__init__(error)
-        self.code = code
 
 
 class GeneratorControl(Protocol):
@@ -85,9 +79,47 @@ def json_response(request: IRequest, code: int, payload: dict[str, Any]) -> byte
 
 
 @functools.cache
-def openapi_document() -> bytes:
-    """auditgen/openapi.json, shipped in the package; read once."""
+def _openapi_base() -> bytes:
     return resources.files("auditgen").joinpath("openapi.json").read_bytes()
+
+
+def openapi_document(scenarios: ScenarioRunner | None) -> dict[str, Any]:
+    """auditgen/openapi.json (shipped in the package), plus one POST path per scenario with exactly its
+    parameters, made from the scenarios themselves so that the two cannot disagree."""
+    document: dict[str, Any] = json.loads(_openapi_base())
+    if scenarios is None:
+        return document
+    template = document["paths"].pop("/scenarios/{name}")["post"]
+    for name, schema in scenarios.parameter_schemas().items():
+        operation = json.loads(json.dumps(template))
+        operation["operationId"] = f"run_{name}"
+        operation["summary"] = f"Run the {name} scenario"
+        operation["parameters"] = []
+        operation["requestBody"]["content"]["application/json"]["schema"] = schema
+        document["paths"][f"/scenarios/{name}"] = {"post": operation}
+    return document
+
+
+class Refused(Exception):
+    """A request refused before anything was accepted: the answer's code, error and Retry-After."""
+
+    def __init__(self, code: int, error: str, retry_after: int | None = None) -> None:
+        super().__init__(error)
+        self.code = code
+        self.error = error
+        self.retry_after = retry_after
+
+    def answer(self, request: IRequest) -> bytes:
+        if self.retry_after is not None:
+            request.setHeader(b"retry-after", str(self.retry_after).encode())
+        return json_response(request, self.code, {"error": self.error})
+
+
+def _full(request: IRequest, reason: str) -> bytes:
+    """503 for a request that did not fit (the outbox, the spool, or the ground truth's outbox)."""
+    return Refused(503, f"{reason}; nothing was accepted, try again later", RETRY_AFTER_SECONDS).answer(
+        request
+    )
 
 
 class AuditAPI:
@@ -109,9 +141,11 @@ class AuditAPI:
         confirm_wait: float = 1.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         generator: GeneratorControl | None = None,
+        scenarios: ScenarioRunner | None = None,
     ) -> None:
         """Without a generator, GET and PUT /generator answer 404."""
         self._generator = generator
+        self._openapi: bytes | None = None
         self._factory = factory
         self._outbox = outbox
         self._health = health
@@ -119,6 +153,7 @@ class AuditAPI:
         self._clock = clock
         self._confirm_wait = confirm_wait
         self.max_body_bytes = max_body_bytes
+        self._scenarios = scenarios
         self.closing = False
 
     def site(self, reactor: IReactorTime | None = None) -> ApiSite:
@@ -128,17 +163,12 @@ class AuditAPI:
     @app.route("/generate_event", methods=["POST"])
     def generate_event(self, request: IRequest) -> bytes | Deferred[bytes]:
         """Accept one event; answer once the broker confirmed it, or say it is queued after a short wait."""
-        if self.closing:
-            request.setHeader(b"retry-after", str(CLOSING_RETRY_AFTER_SECONDS).encode())
-            return json_response(
-                request, 503, {"error": "shutting down; nothing was accepted, try again later"}
-            )
         try:
-            body = self._json_body(request)
+            body = self._read_body(request)
             count = parse_count(request.args)
             fields = parse_event_request(body)
-        except Refused as e:
-            return json_response(request, e.code, {"error": str(e)})
+        except Refused as r:
+            return r.answer(request)
         except BadRequest as e:
             return json_response(request, 400, {"error": str(e)})
         try:
@@ -150,12 +180,15 @@ class AuditAPI:
                 stored = self._outbox.add_many(events, wait=True)
                 answer = self._answer_bulk
         except OutboxFull as e:
-            request.setHeader(b"retry-after", str(RETRY_AFTER_SECONDS).encode())
-            return json_response(request, 503, {"error": f"{e}; nothing was accepted, try again later"})
+            return _full(request, str(e))
         return stored.addCallbacks(answer, self._not_stored, callbackArgs=(request,), errbackArgs=(request,))
 
-    def _json_body(self, request: IRequest) -> bytes:
-        """The request's body, if it is JSON (or untyped) and within the size limit."""
+    def _read_body(self, request: IRequest) -> bytes:
+        """The body of a request that may add events; Refused while closing, for a non-JSON type or size."""
+        if self.closing:
+            raise Refused(
+                503, "shutting down; nothing was accepted, try again later", CLOSING_RETRY_AFTER_SECONDS
+            )
         content_type = request.getHeader("content-type")
         if content_type is not None and not _is_json(content_type):
             raise Refused(415, f"Content-Type must be application/json, not {content_type!r}")
@@ -167,11 +200,15 @@ class AuditAPI:
             raise Refused(413, too_large(self.max_body_bytes))
         return body
 
-    def _answer_bulk(self, entries: list[Entry], request: IRequest) -> Deferred[bytes]:
-        """202 once every event is confirmed ("success") or the wait is over ("queued": the rest follow)."""
+    def _all_confirmed(self, entries: list[Entry]) -> Deferred[str]:
+        """ "success" once every entry is confirmed, or "queued" when the wait is over (the rest follow)."""
         waits = [e.confirmed for e in entries if e.confirmed is not None]
         status: Deferred[str] = gatherResults(waits).addCallback(lambda _: "success")
-        status.addTimeout(self._confirm_wait, self._clock, onTimeoutCancel=lambda _r, _t: "queued")
+        return status.addTimeout(self._confirm_wait, self._clock, onTimeoutCancel=lambda _r, _t: "queued")
+
+    def _answer_bulk(self, entries: list[Entry], request: IRequest) -> Deferred[bytes]:
+        """202 once every event is confirmed ("success") or the wait is over ("queued": the rest follow)."""
+        status = self._all_confirmed(entries)
         ids = [e.event_id for e in entries]
         listed: dict[str, Any] = (
             {"event_ids": ids}
@@ -212,13 +249,61 @@ class AuditAPI:
         if self._generator is None:
             return json_response(request, 404, {"error": NO_GENERATOR})
         try:
-            changes = parse_generator_request(self._json_body(request))
-        except Refused as e:
-            return json_response(request, e.code, {"error": str(e)})
+            changes = parse_generator_request(self._read_body(request))
+        except Refused as r:
+            return r.answer(request)
         except BadRequest as e:
             return json_response(request, 400, {"error": str(e)})
         self._generator.configure(changes)
         return json_response(request, 200, self._generator.state())
+
+    # -- Scenarios: named attacks with the detection they should trip (auditgen/scenarios.py) -----------
+
+    @app.route("/scenarios", methods=["GET"])
+    def list_scenarios(self, request: IRequest) -> bytes:
+        """Every scenario with its parameters, their types, defaults, allowed values and meaning."""
+        if self._scenarios is None:
+            raise NotFound()
+        return json_response(request, 200, {"scenarios": self._scenarios.describe()})
+
+    @app.route("/scenarios/<name>", methods=["POST"])
+    def run_scenario(self, request: IRequest, name: str) -> bytes | Deferred[bytes]:
+        """Run one scenario (a JSON object of parameters, or no body for the defaults), all or nothing;
+        answer like the bulk trigger, with the scenario_id and the expected detection."""
+        if self._scenarios is None:
+            raise NotFound()
+        try:
+            body = self._read_body(request)
+            run = self._scenarios.run(name, parse_json_object(body) if body.strip() else {})
+        except Refused as r:
+            return r.answer(request)
+        except BadRequest as e:
+            return json_response(request, 400, {"error": str(e)})
+        except UnknownScenario as e:
+            return json_response(request, 404, {"error": str(e.args[0])})
+        if self._scenarios.full:
+            return _full(request, "ground-truth outbox full")
+        try:
+            stored = self._outbox.add_many(run.events, wait=True)
+        except OutboxFull as e:
+            return _full(request, str(e))
+        return stored.addCallbacks(
+            self._scenario_accepted, self._not_stored, callbackArgs=(run, request), errbackArgs=(request,)
+        )
+
+    def _scenario_accepted(self, entries: list[Entry], run: Run, request: IRequest) -> Deferred[bytes]:
+        assert self._scenarios is not None
+        self._scenarios.report(run)
+        answer = {
+            "scenario": run.scenario,
+            "scenario_id": run.scenario_id,
+            "parameters": run.parameters,
+            "event_ids": run.expected["event_ids"],
+            "expected": run.expected,
+        }
+        return self._all_confirmed(entries).addCallback(
+            lambda s: json_response(request, 202, {"status": s, **answer})
+        )
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
@@ -250,8 +335,10 @@ class AuditAPI:
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:
         """The API's description, so clients and test tools (schemathesis) need nothing else."""
+        if self._openapi is None:
+            self._openapi = json.dumps(openapi_document(self._scenarios)).encode()
         request.setHeader(b"content-type", b"application/json")
-        return openapi_document()
+        return self._openapi
 
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Failure) -> bytes:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
+import random
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 import pytest_twisted
 import treq
 from twisted.internet.error import ConnectError
 from twisted.internet.threads import deferToThread
 
+from auditgen.events import Catalog
+from auditgen.scenarios import ScenarioRunner
 from auditgen.web import AuditAPI, openapi_document
 from tests.conftest import BROKER_HOST, BROKER_PORT, free_port, wait_for
 from tests.test_web import Harness
@@ -24,25 +27,49 @@ TWISTD, SCHEMATHESIS = str(BIN / "twistd"), str(BIN / "st")
 METHODS = {"get", "put", "post", "delete", "patch"}
 
 
-def documented() -> set[tuple[str, str]]:
-    paths = json.loads(openapi_document())["paths"]
+RUNNER = ScenarioRunner(Catalog.builtin(), random.Random(1))
+
+
+def documented(scenarios: ScenarioRunner | None) -> set[tuple[str, str]]:
+    paths = openapi_document(scenarios)["paths"]
     return {(path, method.upper()) for path, item in paths.items() for method in item if method in METHODS}
 
 
-def routed() -> set[tuple[str, str]]:
-    """Every (path, method) the Klein app routes, with werkzeug's <name> written as OpenAPI's {name}."""
-    found = set()
+def routed(scenario_names: list[str] | None) -> set[tuple[str, str]]:
+    """Every (path, method) the Klein app routes, with werkzeug's <name> written as OpenAPI's {name};
+    with scenario names, /scenarios/<name> as one path per scenario."""
+    found: set[tuple[str, str]] = set()
     for rule in AuditAPI.app.url_map.iter_rules():
         path = rule.rule.replace("<", "{").replace(">", "}")
         for method in rule.methods or ():
-            if method not in ("HEAD", "OPTIONS"):
+            if method in ("HEAD", "OPTIONS"):
+                continue
+            if path == "/scenarios/{name}" and scenario_names is not None:
+                found.update((f"/scenarios/{name}", method) for name in scenario_names)
+            else:
                 found.add((path, method))
     return found
 
 
 def test_the_document_describes_every_route_and_no_other() -> None:
-    """A route added without its description (or a description left after its route went) fails here."""
-    assert documented() == routed()
+    """A route added without its description (or a description left after its route went) fails here;
+    the served document has one path per scenario, the shipped file the generic one."""
+    assert documented(None) == routed(None)
+    assert documented(RUNNER) == routed([s["name"] for s in RUNNER.describe()])
+
+
+def test_each_scenario_path_takes_exactly_its_parameters() -> None:
+    """Every parameter's schema accepts its default and the scenario runs with it; unknown ones are
+    refused by the schema (additionalProperties false) as by the runner."""
+    paths = openapi_document(RUNNER)["paths"]
+    for scenario in RUNNER.describe():
+        operation = paths[f"/scenarios/{scenario['name']}"]["post"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert set(schema["properties"]) == {p["name"] for p in scenario["parameters"]}
+        assert schema["additionalProperties"] is False
+        defaults = {p["name"]: p["default"] for p in scenario["parameters"] if p["default"] is not None}
+        jsonschema.validate(defaults, schema)
+        RUNNER.run(scenario["name"], defaults)
 
 
 def test_the_document_is_served_at_openapi_json() -> None:
@@ -52,7 +79,7 @@ def test_the_document_is_served_at_openapi_json() -> None:
     code, body, headers = h.answer(response)
     assert code == 200
     assert headers.getRawHeaders("content-type") == ["application/json"]
-    assert body == json.loads(openapi_document())
+    assert body == openapi_document(None)
     assert body["openapi"].startswith("3.1")
 
 

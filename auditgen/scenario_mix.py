@@ -1,0 +1,65 @@
+"""Scenarios mixed into generation: a `make` for the Generator that now and then emits a scenario's events.
+
+The rate is per 1,000 generated events, not per hour: the decision to start a scenario is drawn once per
+event from the mix's own seeded stream, so a seed makes the same scenarios at the same places of the
+sequence whatever the generation rate (only timestamps follow the clock).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from auditgen.events import SOURCE_GENERATED, Catalog
+from auditgen.scenarios import SCENARIOS, Plan, Run, Scenario, StampedFactory, plan
+
+MAX_SCENARIO_RATE = 1000.0  # scenarios per 1,000 events: at most every event starts or continues one
+
+
+class ScenarioMix:
+    """Calls `inner` for each event, except that with probability rate/1000 the next events are a
+    scenario's (picked uniformly, with its default parameters), emitted one per call and stamped by the
+    clock; once its last event is handed out, `report` gets the run (ground truth)."""
+
+    def __init__(
+        self,
+        inner: Callable[[], Mapping[str, Any]],
+        catalog: Catalog,
+        rng: random.Random,
+        rate: float,
+        report: Callable[[Run], None],
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        scenarios: Sequence[Scenario] = SCENARIOS,
+    ) -> None:
+        if not 0 <= rate <= MAX_SCENARIO_RATE:
+            raise ValueError(f"rate must be from 0 to {MAX_SCENARIO_RATE:g} scenarios per 1,000 events")
+        self._inner = inner
+        self._factory = StampedFactory(catalog, rng)
+        self._rng = rng
+        self._probability = rate / 1000.0
+        self._report = report
+        self._now = now
+        self._scenarios = tuple(scenarios)
+        self._plan: Plan | None = None
+        self._shift = timedelta(0)
+        self._events: list[dict[str, Any]] = []
+
+    def __call__(self) -> Mapping[str, Any]:
+        if self._plan is None:
+            if not (self._probability and self._rng.random() < self._probability):
+                return self._inner()
+            scenario = self._rng.choice(self._scenarios)
+            self._plan = plan(scenario, {}, self._rng, self._factory.pools)
+            # Stamped by the clock, moved back as far as the scenario needs (off_hours_admin: to a night).
+            now, first = self._now(), timedelta(seconds=self._plan.steps[0].at)
+            self._shift = scenario.start(now - first, self._plan.parameters) + first - now
+            self._events = []
+        p = self._plan
+        event = p.event(self._factory, len(self._events), self._now() + self._shift, SOURCE_GENERATED)
+        self._events.append(event)
+        if len(self._events) == len(p.steps):
+            self._plan = None
+            self._report(p.finish(self._events, "generator"))
+        return event
