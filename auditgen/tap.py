@@ -94,12 +94,14 @@ def makeService(options: Options) -> IService:
     clock: Any = reactor
     metrics = Metrics(max_series=s.metrics_max_series)
     spool = Spool(s.spool_dir, reactor) if s.spool_dir else None
-    outbox = Outbox(s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes)
+    outbox = Outbox(
+        s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes, routing=s.routing
+    )
     catalog = Catalog.builtin()
     factory = EventFactory(catalog, seeded_rng(s.seed, "api"))
     publisher = Publisher(
         reactor,
-        s.broker,
+        s.brokers,
         s.queue,
         outbox,
         metrics,
@@ -107,6 +109,7 @@ def makeService(options: Options) -> IService:
         connect_timeout=s.connect_timeout,
         heartbeat=s.heartbeat,
         shutdown_timeout=s.shutdown_timeout,
+        topology=s.topology,
     )
     api = AuditAPI(
         factory,
