@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from dotenv import dotenv_values
 
 from auditgen import shapes
+from auditgen.routing import EXCHANGE_TYPES, QUEUE_TYPES, RoutingKey, Topology, parse_template
 
 MAX_RATE = 100_000
 MAX_SESSIONS = 100_000
@@ -78,6 +79,41 @@ class Settings:
     templates_replace: bool = False
     ground_truth_queue: str | None = None
     scenario_rate: float = 0.0
+    brokers: tuple[Broker, ...] = ()  # every node to try, in order; `broker` is the first
+    exchange: str = ""
+    exchange_type: str = "topic"
+    routing_key: str | None = None  # a template; None: the queue name
+    binding_key: str | None = None  # None: see `topology`
+    declare: bool = True
+    queue_type: str = "classic"
+
+    def __post_init__(self) -> None:
+        if not self.brokers:
+            object.__setattr__(self, "brokers", (self.broker,))
+
+    @property
+    def routing(self) -> RoutingKey:
+        """The routing key of each event: the template, or the queue name."""
+        if self.routing_key is None:
+            return RoutingKey.literal(self.queue)
+        return RoutingKey(self.routing_key)
+
+    @property
+    def topology(self) -> Topology:
+        """What to declare. The binding key defaults to '#' for a topic exchange (every event), to the
+        routing key for a direct one, and to '' for fanout and headers (which ignore it)."""
+        binding = self.binding_key
+        if binding is None:
+            defaults = {"topic": "#", "direct": self.routing.fixed or ""}
+            binding = defaults.get(self.exchange_type, "")
+        return Topology(
+            queue=self.queue,
+            queue_type=self.queue_type,
+            exchange=self.exchange,
+            exchange_type=self.exchange_type,
+            binding_key=binding,
+            declare=self.declare,
+        )
 
     @property
     def events_per_second(self) -> float:
@@ -202,11 +238,21 @@ def _paths(text: str) -> tuple[str, ...]:
     return paths
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
-    if value in ("true", "1", "yes"):
+    if value in ("true", "yes", "1", "on"):
         return True
-    if value in ("false", "0", "no"):
+    if value in ("false", "no", "0", "off"):
         return False
     raise ValueError("expected true or false")
 
@@ -216,6 +262,14 @@ def _scenario_rate(text: str) -> float:
     if not 0 <= value <= MAX_SCENARIO_RATE:
         raise ValueError(f"expected scenarios per 1,000 events from 0 to {MAX_SCENARIO_RATE}")
     return value
+
+
+def _exchange(text: str) -> str:
+    if len(text.encode()) > 255:
+        raise ValueError("expected an exchange name of at most 255 bytes")
+    if text and not text.strip():
+        raise ValueError("expected a name, or nothing for the default exchange")
+    return text
 
 
 @dataclass(frozen=True)
@@ -251,7 +305,8 @@ SPECS: tuple[Spec, ...] = (
         "rabbitmq-url",
         None,
         _any_text,
-        "amqp:// or amqps:// URL; overrides host, port, user, password and vhost.",
+        "amqp:// or amqps:// URL, or a comma-separated list (cluster nodes, tried in turn); overrides "
+        "host, port, user, password and vhost.",
         secret=True,
     ),
     Spec(
@@ -260,7 +315,7 @@ SPECS: tuple[Spec, ...] = (
         "rabbitmq-queue",
         "audit_events",
         _text,
-        "Queue to publish to (declared durable, no arguments).",
+        "Queue to publish to (declared durable; see RABBITMQ_QUEUE_TYPE).",
     ),
     Spec("app_port", "APP_PORT", "app-port", "5000", _port, "HTTP API port."),
     Spec(
@@ -463,6 +518,54 @@ SPECS: tuple[Spec, ...] = (
         _scenario_rate,
         "Scenarios started per 1,000 generated events (0 to 1000, a number); 0: none.",
     ),
+    Spec(
+        "exchange",
+        "RABBITMQ_EXCHANGE",
+        "rabbitmq-exchange",
+        "",
+        _exchange,
+        "Exchange to publish to, declared durable and bound to the queue; empty: the default exchange.",
+    ),
+    Spec(
+        "exchange_type",
+        "RABBITMQ_EXCHANGE_TYPE",
+        "rabbitmq-exchange-type",
+        "topic",
+        _choice(*EXCHANGE_TYPES),
+        "Type of RABBITMQ_EXCHANGE: direct, fanout, topic or headers.",
+    ),
+    Spec(
+        "routing_key",
+        "RABBITMQ_ROUTING_KEY",
+        "rabbitmq-routing-key",
+        None,
+        parse_template,
+        "Routing key template over event fields, e.g. audit.{event_type}.{action_result}; unset: the queue.",
+    ),
+    Spec(
+        "binding_key",
+        "RABBITMQ_BINDING_KEY",
+        "rabbitmq-binding-key",
+        None,
+        _any_text,
+        "Key binding the queue to RABBITMQ_EXCHANGE; unset: # for topic, the routing key for direct.",
+    ),
+    Spec(
+        "declare",
+        "RABBITMQ_DECLARE",
+        "rabbitmq-declare",
+        "true",
+        _bool,
+        "Declare exchange, queue and binding (true), or nothing, for consumers that own the topology.",
+    ),
+    Spec(
+        "queue_type",
+        "RABBITMQ_QUEUE_TYPE",
+        "rabbitmq-queue-type",
+        "classic",
+        _choice(*QUEUE_TYPES),
+        "classic (no queue arguments, as legacy consumers declare it) or quorum (x-queue-type=quorum).",
+    ),
 )
 
 _BROKER_KEYS = ("host", "port", "user", "password", "vhost")
@@ -493,15 +596,34 @@ def _parse_url(url: str) -> Broker:
     )
 
 
+def _parse_urls(text: str) -> tuple[Broker, ...]:
+    """A comma-separated list of URLs, the nodes of one cluster; an error says which one is wrong."""
+    items = text.split(",")
+    brokers = []
+    for n, item in enumerate(items, 1):
+        which = f"URL {n} of {len(items)}: " if len(items) > 1 else ""
+        if not item.strip():
+            raise ValueError(f"{which}empty; expected a comma-separated list of amqp:// or amqps:// URLs")
+        try:
+            brokers.append(_parse_url(item))
+        except ValueError as e:
+            raise ValueError(f"{which}{e}") from None
+    return tuple(brokers)
+
+
+def _redact_url(raw: str) -> str:
+    try:
+        parts = urlsplit(raw)
+        if parts.password is not None:
+            return raw.replace(f":{parts.password}@", ":***@", 1)
+    except ValueError:
+        return "<unparseable URL>"
+    return raw
+
+
 def _redact(spec: Spec, raw: str) -> str:
     if spec.key == "url":
-        try:
-            parts = urlsplit(raw)
-            if parts.password is not None:
-                return raw.replace(f":{parts.password}@", ":***@", 1)
-        except ValueError:
-            return "<unparseable URL>"
-        return raw
+        return ",".join(_redact_url(item) for item in raw.split(","))
     return "***" if spec.secret else raw
 
 
@@ -537,11 +659,11 @@ def load_settings(
             values[spec.key] = None
             continue
         try:
-            values[spec.key] = _parse_url(raw) if spec.key == "url" else spec.parse(raw)
+            values[spec.key] = _parse_urls(raw) if spec.key == "url" else spec.parse(raw)
         except ValueError as e:
             raise ConfigError(f"invalid {source}: {_redact(spec, raw)!r}: {e}") from None
-    url: Broker | None = values.pop("url")
-    broker = url or Broker(**{k: values[k] for k in _BROKER_KEYS})
+    urls: tuple[Broker, ...] | None = values.pop("url")
+    brokers = urls or (Broker(**{k: values[k] for k in _BROKER_KEYS}),)
     for k in _BROKER_KEYS:
         del values[k]
     if values["ground_truth_queue"] == values["queue"]:
@@ -549,4 +671,15 @@ def load_settings(
             f"invalid AUDITGEN_GROUND_TRUTH_QUEUE: {values['queue']!r}: expected a queue other than "
             "RABBITMQ_QUEUE; records there would reach the event consumers"
         )
-    return Settings(broker=broker, **values)
+    settings = Settings(broker=brokers[0], brokers=brokers, **values)
+    _check_routing(settings)
+    return settings
+
+
+def _check_routing(s: Settings) -> None:
+    """A direct exchange binds one key: with a templated routing key it cannot be guessed."""
+    if s.exchange and s.exchange_type == "direct" and s.binding_key is None and s.routing.fixed is None:
+        raise ConfigError(
+            f"RABBITMQ_BINDING_KEY must be set: a direct exchange ({s.exchange!r}) with the routing key "
+            f"template {s.routing_key!r} gets events with many keys, and the queue is bound with one"
+        )

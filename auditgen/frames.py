@@ -2,10 +2,10 @@
 
 pika builds a Method, a Header and a Body object per message and writes each frame separately; at tens
 of thousands of events a second that costs more than everything else auditgen does per event. The three
-frames of a publish are mostly constant here (same channel, exchange, routing key, content type,
-delivery mode and app id), so they are prepared once and each message only fills in its body size,
-message_id, type and timestamp. The publisher sends a whole batch of messages in one write. A test checks
-the bytes against pika's own marshaling.
+frames of a publish are mostly constant here (same channel, exchange, content type, delivery mode and
+app id), so they are prepared once and each message only fills in its body size, message_id, type and
+timestamp; the method frame of each routing key is made once and then looked up. The publisher sends
+a whole batch of messages in one write. A test checks the bytes against pika's own marshaling.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ _TYPE = 1 << 5
 _APP_ID = 1 << 3
 _FLAGS = _CONTENT_TYPE | _DELIVERY_MODE | _MESSAGE_ID | _TIMESTAMP | _TYPE | _APP_ID
 _PERSISTENT = 2
+_MAX_CACHED_KEYS = 10_000  # keys from caller-chosen fields are unbounded: past this, frames are not kept
 
 
 def _shortstr(text: str) -> bytes:
@@ -41,7 +42,7 @@ def _frame(kind: int, channel: int, payload: bytes) -> bytes:
 
 
 class PublishFrames:
-    """Marshals persistent JSON messages for one channel, exchange and routing key."""
+    """Marshals persistent JSON messages for one channel and exchange; `routing_key` is the default key."""
 
     def __init__(
         self,
@@ -57,21 +58,28 @@ class PublishFrames:
             raise ValueError(f"frame_max {frame_max} leaves no room for a body")
         self._channel = channel
         self._body_max = frame_max - _FRAME_OVERHEAD
-        self._method = _frame(
-            _FRAME_METHOD,
-            channel,
-            struct.pack(">HHH", _BASIC_CLASS, _BASIC_PUBLISH, 0)
-            + _shortstr(exchange)
-            + _shortstr(routing_key)
-            + bytes((1 if mandatory else 0,)),
-        )
+        self._publish = struct.pack(">HHH", _BASIC_CLASS, _BASIC_PUBLISH, 0) + _shortstr(exchange)
+        self._mandatory = bytes((1 if mandatory else 0,))
+        self._methods: dict[str | None, bytes] = {}
+        self._methods[None] = self._method(routing_key)
         self._content_type = _shortstr(content_type) + bytes((_PERSISTENT,))
         self._app_id = _shortstr(app_id)
         self._header_start = struct.pack(">BH", _FRAME_HEADER, channel)
         self._body_start = struct.pack(">BH", _FRAME_BODY, channel)
 
-    def encode(self, body: bytes, message_id: str, type_: str, timestamp: int) -> bytes:
-        """The method, header and body frames of one publish, as one bytes object."""
+    def _method(self, routing_key: str) -> bytes:
+        method = _frame(
+            _FRAME_METHOD, self._channel, self._publish + _shortstr(routing_key) + self._mandatory
+        )
+        if len(self._methods) < _MAX_CACHED_KEYS:
+            self._methods[routing_key] = method
+        return method
+
+    def encode(
+        self, body: bytes, message_id: str, type_: str, timestamp: int, routing_key: str | None = None
+    ) -> bytes:
+        """The method, header and body frames of one publish, as one bytes object (None: default key)."""
+        method = self._methods.get(routing_key) or self._method(routing_key or "")
         properties = (
             self._content_type
             + _shortstr(message_id)
@@ -80,7 +88,7 @@ class PublishFrames:
             + self._app_id
         )
         header = struct.pack(">HHQH", _BASIC_CLASS, 0, len(body), _FLAGS) + properties
-        parts = [self._method, self._header_start, struct.pack(">I", len(header)), header, _FRAME_END]
+        parts = [method, self._header_start, struct.pack(">I", len(header)), header, _FRAME_END]
         for start in range(0, len(body), self._body_max):
             chunk = body[start : start + self._body_max]
             parts += [self._body_start, struct.pack(">I", len(chunk)), chunk, _FRAME_END]

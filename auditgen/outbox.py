@@ -10,6 +10,7 @@ the broker confirms it; what an earlier run left is published first, in order.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from twisted.python.failure import Failure
 
 from auditgen.events import encode
 from auditgen.metrics import Metrics
-from auditgen.spool import Recovery, Spool
+from auditgen.routing import RoutingKey
+from auditgen.spool import Recovery, Spool, Stored
 
 
 class OutboxFull(Exception):
@@ -40,6 +42,7 @@ class Entry:
     created: float
     confirmed: Deferred[None] | None = None
     seq: int | None = None
+    routing_key: str | None = None  # computed when accepted; None: the publisher's default (the queue)
 
 
 class Outbox:
@@ -54,8 +57,10 @@ class Outbox:
         clock: IReactorTime,
         spool: Spool | None = None,
         spool_max_bytes: int = 1 << 30,
+        routing: RoutingKey | None = None,
     ) -> None:
         self.capacity = capacity
+        self._routing = routing
         self.spool_max_bytes = spool_max_bytes
         self._metrics = metrics
         self._clock = clock
@@ -114,12 +119,14 @@ class Outbox:
             )
 
     def _add(self, event: Mapping[str, Any], body: bytes, wait: bool) -> Deferred[Entry]:
+        routing = self._routing
         entry = Entry(
             event_id=event["event_id"],
             event_type=event["event_type"],
             body=body,
             created=self._clock.seconds(),
             confirmed=Deferred() if wait else None,
+            routing_key=None if routing is None else routing.fixed or routing.render(event),
         )
         # Records that are not audit events (scenario ground truth) may lack the last two.
         labels = (event["event_type"], event.get("server_hostname", ""), event.get("action_result", ""))
@@ -128,7 +135,7 @@ class Outbox:
             return succeed(entry)
         self._storing += 1
         self._bytes += len(body)
-        stored = self._spool.store(entry.event_id, entry.event_type, entry.created, body)
+        stored = self._spool.store(entry.event_id, entry.event_type, entry.created, body, entry.routing_key)
         return stored.addCallbacks(
             self._stored, self._not_stored, callbackArgs=(entry, labels), errbackArgs=(entry,)
         )
@@ -181,12 +188,26 @@ class Outbox:
         self._waiting.extendleft(reversed(back))
 
     def restore(self, recovery: Recovery) -> None:
-        """Put what an earlier run left ahead of everything else, in its original order."""
-        entries = [Entry(r.event_id, r.event_type, r.body, r.created, seq=r.seq) for r in recovery.rows]
+        """Put what an earlier run left ahead of everything else, in its original order.
+
+        Rows an older version left have no routing key: it is computed from the event, as if new.
+        """
+        entries = [
+            Entry(r.event_id, r.event_type, r.body, r.created, seq=r.seq, routing_key=self._key_of(r))
+            for r in recovery.rows
+        ]
         self._bytes += sum(len(e.body) for e in entries)
         self._waiting.extendleft(reversed(entries))
         if entries and self._listener is not None:
             self._listener()
+
+    def _key_of(self, row: Stored) -> str | None:
+        if row.routing_key is not None or self._routing is None:
+            return row.routing_key
+        try:
+            return self._routing.render(json.loads(row.body))
+        except ValueError:  # not JSON (cannot happen to what we wrote): the publisher's default key
+            return None
 
 
 def _first_error(failure: Failure) -> Failure:

@@ -4,6 +4,10 @@ It keeps at most `max_unconfirmed` messages in flight, settles an entry only on 
 it back on a nack, a return or a lost connection. It reconnects on its own with capped, jittered
 exponential backoff, and logs one line per change of state, never one per retry.
 
+Given several brokers (the nodes of a cluster), it connects to them in turn: a failed connect goes on to
+the next node at once, a lost connection to the next node after the (reset, short) backoff, and only a
+full round of failed nodes waits for the growing backoff.
+
 pika's Twisted adapter ignores host, port and timeouts in its parameters, so the endpoint carries the
 connect timeout and the whole AMQP setup (handshake, channel, confirm mode, queue) has its own deadline.
 """
@@ -11,13 +15,13 @@ connect timeout and the whole AMQP setup (handshake, channel, confirm mode, queu
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import pika
 import pika.spec
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
-from pika.exceptions import AMQPConnectionError
+from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -32,6 +36,7 @@ from auditgen.config import Broker
 from auditgen.frames import PublishFrames
 from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox
+from auditgen.routing import Topology, declare
 
 APP_ID = "audit-event-generator"
 _T = TypeVar("_T")
@@ -72,6 +77,18 @@ def describe_error(reason: BaseException | Failure | None) -> str:
         return "connection closed"
     text = str(reason) or repr(reason)
     return f"{type(reason).__name__}: {text}"
+
+
+class TopologyError(Exception):
+    """The broker refused to declare the exchange, queue or binding as configured."""
+
+
+_DECLARE_HINTS = {
+    403: "this user may not declare them: grant the configure permission, or set RABBITMQ_DECLARE=false",
+    406: "one of that name already exists with another type or other arguments (a classic queue where a "
+    "quorum one is configured, or the reverse): delete it, or set RABBITMQ_QUEUE_TYPE / "
+    "RABBITMQ_EXCHANGE_TYPE to match it",
+}
 
 
 class _Connection(TwistedProtocolConnection):  # type: ignore[misc]
@@ -115,7 +132,7 @@ class Publisher(Service):
     def __init__(
         self,
         reactor: Any,
-        broker: Broker,
+        broker: Broker | Sequence[Broker],
         queue: str,
         outbox: Outbox,
         metrics: Metrics,
@@ -125,11 +142,16 @@ class Publisher(Service):
         shutdown_timeout: float = 10.0,
         backoff: Backoff | None = None,
         endpoint_factory: Callable[[], IStreamClientEndpoint] | None = None,
+        topology: Topology | None = None,
     ) -> None:
         self._reactor = reactor
         self._clock: IReactorTime = reactor
-        self._broker = broker
+        self._brokers = (broker,) if isinstance(broker, Broker) else tuple(broker)
+        self._broker = self._brokers[0]  # the node in use, or being tried
+        self._node = 0  # its index in _brokers
+        self._tried = 0  # nodes that failed to connect since the last connection or full round
         self._queue = queue
+        self._topology = topology or Topology(queue)
         self._outbox = outbox
         self._metrics = metrics
         self._max_unconfirmed = max_unconfirmed
@@ -141,11 +163,16 @@ class Publisher(Service):
         self._conn: TwistedProtocolConnection | None = None
         self._channel: TwistedChannel | None = None
         self._unconfirmed: dict[int, tuple[Entry, float]] = {}  # delivery tag -> entry, time sent
-        self._frames = PublishFrames(1, "", queue, APP_ID, 131072)
+        self._frames = PublishFrames(1, self._topology.exchange, queue, APP_ID, 131072)
         self._next_tag = 1
         self._pump_call: Any = None
         metrics.unconfirmed.set_function(lambda: len(self._unconfirmed))
         self._returned: set[str] = set()
+        self._parked: list[Entry] = []  # returned (unroutable) entries waiting for their next attempt
+        self._unpark_call: Any = None
+        self._return_backoff = Backoff()
+        self._resent: set[str] = set()  # event_ids of returned entries sent again, until one is acked
+        self._unroutable = False
         self._redeclaring = False
         self._stopping = False
         self._loop: defer.Deferred[None] | None = None
@@ -172,7 +199,7 @@ class Publisher(Service):
 
     @property
     def address(self) -> str:
-        """The broker address, without the password."""
+        """The address of the node in use (or being tried), without the password."""
         return self._broker.describe()
 
     # -- service lifecycle --------------------------------------------------------------------
@@ -202,6 +229,7 @@ class Publisher(Service):
         for pending in (self._pause, self._attempt):
             if pending is not None:
                 pending.cancel()
+        self._cancel_unpark()
         conn = self._conn
         if conn is not None and not conn.is_closed:
             closed = conn.closed or defer.succeed(None)
@@ -241,16 +269,35 @@ class Publisher(Service):
                 conn = self._conn
                 if self._stopping:
                     break
-                self._note_failure(describe_error(e))
-                await self._sleep(self._backoff.next())
+                self._note_failure(describe_error(e), isinstance(e, TopologyError))
+                await self._sleep(self._retry_delay(connection_failed=conn is None))
                 continue
+            assert conn is not None
             self._lost = lost = defer.Deferred[Any]()
             channel.on_closed.addBoth(self._fire_lost)
             self._on_open(conn, channel)
             reason = await lost
             self._on_lost(conn, reason)
             if not self._stopping:
+                if not conn.is_open:
+                    self._next_node()
                 await self._sleep(self._backoff.next())
+
+    def _retry_delay(self, connection_failed: bool) -> float:
+        """After a failed connect, the next node at once; the backoff after a full round of them (with one
+        node, after each attempt), or after a channel the broker refused on a working connection."""
+        if not connection_failed:
+            return self._backoff.next()
+        self._tried += 1
+        self._next_node()
+        if self._tried < len(self._brokers):
+            return 0.0
+        self._tried = 0
+        return self._backoff.next()
+
+    def _next_node(self) -> None:
+        self._node = (self._node + 1) % len(self._brokers)
+        self._broker = self._brokers[self._node]
 
     async def _bounded(self, work: Coroutine[Any, Any, _T], timeout: float) -> _T:
         """Run one step of connection set-up with a deadline; stopService cancels it."""
@@ -283,7 +330,7 @@ class Publisher(Service):
         return conn
 
     async def _open_channel(self, conn: TwistedProtocolConnection) -> TwistedChannel:
-        """A channel in confirm mode, with the queue declared as legacy consumers declare it.
+        """A channel in confirm mode, with the exchange, queue and binding declared as configured.
 
         Confirms are taken straight from pika's channel (one callback per Basic.Ack/Nack frame, tags
         counted here) instead of TwistedChannel's Deferred per message, which also pins a Basic.Return
@@ -295,10 +342,18 @@ class Publisher(Service):
             ack_nack_callback=lambda frame: self._on_confirm_frame(channel, frame), callback=selected.callback
         )
         await selected
-        await channel.queue_declare(queue=self._queue, durable=True)
+        try:
+            await declare(channel, self._topology)
+        except ChannelClosedByBroker as e:
+            hint = _DECLARE_HINTS.get(e.reply_code)
+            if hint is None:
+                raise
+            raise TopologyError(
+                f"RabbitMQ refused to declare {self._topology.describe()}: {e.reply_text}; {hint}"
+            ) from None
         channel.add_on_return_callback(self._on_return)
         self._frames = PublishFrames(
-            channel.channel_number, "", self._queue, APP_ID, conn._impl.params.frame_max
+            channel.channel_number, self._topology.exchange, self._queue, APP_ID, conn._impl.params.frame_max
         )
         self._next_tag = 1
         return channel
@@ -332,30 +387,36 @@ class Publisher(Service):
             self._lost.callback(reason)
         return reason
 
-    def _note_failure(self, reason: str) -> None:
+    def _note_failure(self, reason: str, topology: bool = False) -> None:
         self.last_error = reason
-        if not self._failing:
-            self._failing = True
-            self.log.warn(
-                "cannot reach RabbitMQ at {address}: {reason}; retrying with backoff (up to 30 s)",
-                address=self.address,
-                reason=reason,
-            )
+        if self._failing:
+            return
+        self._failing = True
+        if topology:
+            self.log.error("{reason}; retrying with backoff (up to 30 s)", reason=reason)
+            return
+        others = len(self._brokers) - 1
+        self.log.warn(
+            "cannot reach RabbitMQ at {address}: {reason}; retrying {how} with backoff (up to 30 s)",
+            address=self.address,
+            reason=reason,
+            how=f"the other {others} nodes in turn, each round" if others else "",
+        )
 
     def _on_open(self, conn: TwistedProtocolConnection, channel: TwistedChannel) -> None:
         self._conn = conn
         self._channel = channel
         self._failing = False
+        self._tried = 0
         self._backoff.reset()
         self._metrics.connection_status.set(1)
         if self._ever_connected:
             self._metrics.reconnects.inc()
         self._ever_connected = True
         self.log.info(
-            "connected to RabbitMQ at {address}, publishing to queue {queue!r} with confirms; "
-            "{count} events waiting",
+            "connected to RabbitMQ at {address}, publishing to {where} with confirms; {count} events waiting",
             address=self.address,
-            queue=self._queue,
+            where=self._topology.describe(),
             count=len(self._outbox),
         )
         self._pump()
@@ -364,9 +425,13 @@ class Publisher(Service):
         """Everything in flight goes back to the outbox, in order, for the next channel."""
         self._channel = None
         self._lost = None
-        requeued = [entry for entry, _ in self._unconfirmed.values()]
+        self._cancel_unpark()
+        requeued = self._parked + [entry for entry, _ in self._unconfirmed.values()]
+        self._parked = []
         self._unconfirmed.clear()
         self._returned.clear()
+        self._resent.clear()
+        self._unroutable = False
         self._redeclaring = False
         self._outbox.retry(requeued)
         self._metrics.connection_status.set(0)
@@ -429,7 +494,11 @@ class Publisher(Service):
         frames = self._frames
         chunks = []
         while room > 0 and (entry := self._outbox.take()) is not None:
-            chunks.append(frames.encode(entry.body, entry.event_id, entry.event_type, int(entry.created)))
+            chunks.append(
+                frames.encode(
+                    entry.body, entry.event_id, entry.event_type, int(entry.created), entry.routing_key
+                )
+            )
             self._unconfirmed[self._next_tag] = (entry, now)
             self._next_tag += 1
             room -= 1
@@ -453,6 +522,7 @@ class Publisher(Service):
         nack = isinstance(method, pika.spec.Basic.Nack)
         now = self._clock.seconds()
         again = []
+        returned = []
         for tag in tags:
             item = self._unconfirmed.pop(tag, None)
             if item is None:
@@ -461,17 +531,21 @@ class Publisher(Service):
             if nack:
                 again.append(entry)
             elif entry.event_id in self._returned:
-                # Acked after a Basic.Return: the broker had no queue for it. Send it again.
+                # Acked after a Basic.Return: no queue took it. Send it again, after a while.
                 self._returned.discard(entry.event_id)
-                again.append(entry)
+                returned.append(entry)
             else:
                 self._metrics.confirm_latency.observe(now - sent)
                 self._outbox.settle(entry)
+                if self._resent:
+                    self._routed_again(entry)
         if nack:
             self._metrics.published_failure.inc(len(again))
             self.log.warn("the broker refused (nack) {count} events; sending them again", count=len(again))
         if again:
             self._outbox.retry(again)
+        if returned:
+            self._park(returned)
         self._after_settle()
 
     def _after_settle(self) -> None:
@@ -480,23 +554,62 @@ class Publisher(Service):
         self._pump()
 
     def _on_return(self, message: Any) -> None:
-        """A mandatory publish found no queue (deleted under us): declare it again, resend on the ack."""
+        """A mandatory publish reached no queue (one deleted under us, a binding that does not match, or
+        nothing declared): declare the topology again (if we declare it), and resend on the ack."""
         message_id = message.properties.message_id
         if message_id:
             self._returned.add(message_id)
         self._metrics.returned.inc()
+        method = message.method
+        self.last_error = (
+            f"events returned unroutable ({method.reply_text}) by exchange {method.exchange!r} "
+            f"with routing key {method.routing_key!r}"
+        )
         channel = self._channel
-        if channel is not None and not self._redeclaring:
+        if channel is not None and self._topology.declare and not self._redeclaring:
             self._redeclaring = True
-            self.log.warn("queue {queue!r} is missing; declaring it again", queue=self._queue)
-            d = channel.queue_declare(queue=self._queue, durable=True)
-            d.addBoth(self._redeclared)
+            defer.ensureDeferred(declare(channel, self._topology)).addBoth(self._redeclared)
 
     def _redeclared(self, result: Any) -> None:
         self._redeclaring = False
         if isinstance(result, Failure):
             self.log.warn(
-                "could not declare queue {queue!r}: {reason}",
-                queue=self._queue,
+                "could not declare {where} again: {reason}",
+                where=self._topology.describe(),
                 reason=describe_error(result),
             )
+
+    def _park(self, entries: list[Entry]) -> None:
+        """Returned entries wait and go back to the outbox after a growing delay, never dropped: a return
+        that declaring cannot fix (RABBITMQ_DECLARE=false, no matching binding) must not spin."""
+        self._resent.difference_update(e.event_id for e in entries)
+        self._parked += entries
+        if not self._unroutable:
+            self._unroutable = True
+            self.log.warn(
+                "{reason}{declared}; sending them again with backoff (up to 30 s) until a queue takes them",
+                reason=self.last_error,
+                declared="; declared the topology again" if self._topology.declare else "",
+            )
+        if self._unpark_call is None:
+            self._unpark_call = self._clock.callLater(self._return_backoff.next(), self._unpark)
+
+    def _unpark(self) -> None:
+        self._unpark_call = None
+        entries, self._parked = self._parked, []
+        self._resent.update(e.event_id for e in entries)
+        self._outbox.retry(entries)
+        self._pump()
+
+    def _routed_again(self, entry: Entry) -> None:
+        """A returned entry sent again was taken by a queue: once all are, routing works again."""
+        self._resent.discard(entry.event_id)
+        if not self._resent and not self._parked and self._unroutable:
+            self._unroutable = False
+            self._return_backoff.reset()
+            self.log.info("returned events were delivered; routing works again")
+
+    def _cancel_unpark(self) -> None:
+        if self._unpark_call is not None and self._unpark_call.active():
+            self._unpark_call.cancel()
+        self._unpark_call = None

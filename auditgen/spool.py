@@ -33,9 +33,11 @@ CREATE TABLE IF NOT EXISTS events (
     event_id TEXT NOT NULL,
     event_type TEXT NOT NULL,
     created REAL NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    routing_key TEXT
 )
 """
+_COLUMNS = "seq, event_id, event_type, created, body, routing_key"
 
 
 class SpoolError(Exception):
@@ -51,6 +53,7 @@ class Stored:
     event_type: str
     created: float
     body: bytes
+    routing_key: str | None = None  # None: a row from a version before routing keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +75,27 @@ def _prepare(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(_SCHEMA)
+    _migrate(conn)
     conn.commit()
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """A file an older version left has no routing_key column: add it (empty; see Outbox.restore)."""
+    if "routing_key" not in _columns(conn):
+        conn.execute("ALTER TABLE events ADD COLUMN routing_key TEXT")
+
+
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+
+
+def _stored(row: Sequence[Any]) -> Stored:
+    seq, event_id, event_type, created, body, routing_key = row
+    return Stored(seq, event_id, event_type, created, bytes(body), routing_key)
+
+
 def _read_rows(conn: sqlite3.Connection) -> list[Stored]:
-    return [
-        Stored(seq, event_id, event_type, created, bytes(body))
-        for seq, event_id, event_type, created, body in conn.execute(
-            "SELECT seq, event_id, event_type, created, body FROM events ORDER BY seq"
-        )
-    ]
+    return [_stored(row) for row in conn.execute(f"SELECT {_COLUMNS} FROM events ORDER BY seq")]
 
 
 def _salvage(path: Path) -> list[Stored]:
@@ -95,7 +109,11 @@ def _salvage(path: Path) -> list[Stored]:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error:
         return rows
-    query = "SELECT seq, event_id, event_type, created, body FROM events WHERE seq > ? ORDER BY seq LIMIT 1"
+    try:
+        columns = _COLUMNS if "routing_key" in _columns(conn) else _COLUMNS.replace("routing_key", "NULL")
+    except sqlite3.Error:
+        columns = _COLUMNS
+    query = f"SELECT {columns} FROM events WHERE seq > ? ORDER BY seq LIMIT 1"
     try:
         seq, failures = -1, 0
         while failures < 40:
@@ -109,7 +127,7 @@ def _salvage(path: Path) -> list[Stored]:
                 break
             failures = 0
             seq = row[0]
-            rows.append(Stored(row[0], row[1], row[2], row[3], bytes(row[4])))
+            rows.append(_stored(row))
     finally:
         conn.close()
     return rows
@@ -142,8 +160,8 @@ def recover(directory: Path) -> Recovery:
     conn = _connect(path)
     try:
         conn.executemany(
-            "INSERT INTO events (seq, event_id, event_type, created, body) VALUES (?, ?, ?, ?, ?)",
-            [(r.seq, r.event_id, r.event_type, r.created, r.body) for r in rows],
+            f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.seq, r.event_id, r.event_type, r.created, r.body, r.routing_key) for r in rows],
         )
         conn.commit()
     finally:
@@ -155,7 +173,7 @@ class _Pending:
     """Rows waiting for the next transaction, and who waits for them."""
 
     def __init__(self) -> None:
-        self.inserts: list[tuple[str, str, float, bytes]] = []
+        self.inserts: list[tuple[str, str, float, bytes, str | None]] = []
         self.waiters: list[Deferred[int]] = []
         self.deletes: list[int] = []
 
@@ -196,10 +214,12 @@ class Spool:
         self._kick()  # events accepted before open() are written after the recovery read
         return recovered
 
-    def store(self, event_id: str, event_type: str, created: float, body: bytes) -> Deferred[int]:
+    def store(
+        self, event_id: str, event_type: str, created: float, body: bytes, routing_key: str | None = None
+    ) -> Deferred[int]:
         """Insert with the next transaction; fires with the row's key once it is committed."""
         d: Deferred[int] = Deferred()
-        self._pending.inserts.append((event_id, event_type, created, body))
+        self._pending.inserts.append((event_id, event_type, created, body, routing_key))
         self._pending.waiters.append(d)
         self._kick()
         return d
@@ -254,13 +274,16 @@ class Spool:
 
 
 def _write(
-    cursor: Any, inserts: Sequence[tuple[str, str, float, bytes]], deletes: Sequence[int]
+    cursor: Any, inserts: Sequence[tuple[str, str, float, bytes, str | None]], deletes: Sequence[int]
 ) -> list[int]:
     """One transaction (adbapi commits it): the deletes, then the inserts, returning the new keys."""
     if deletes:
         cursor.executemany("DELETE FROM events WHERE seq = ?", [(seq,) for seq in deletes])
     keys = []
     for row in inserts:
-        cursor.execute("INSERT INTO events (event_id, event_type, created, body) VALUES (?, ?, ?, ?)", row)
+        cursor.execute(
+            "INSERT INTO events (event_id, event_type, created, body, routing_key) VALUES (?, ?, ?, ?, ?)",
+            row,
+        )
         keys.append(cursor.lastrowid)
     return keys

@@ -19,6 +19,7 @@ from twisted.python import usage
 from auditgen.catalogs import load_catalog
 from auditgen.config import SPECS, ConfigError, Settings, load_settings, read_dotenv
 from auditgen.events import Catalog, TemplateError
+from auditgen.routing import Topology
 
 if TYPE_CHECKING:  # imported for real in makeService, which may install the reactor
     from auditgen.metrics import Metrics
@@ -116,10 +117,12 @@ def makeService(options: Options) -> IService:
     clock: Any = reactor
     metrics = Metrics(max_series=s.metrics_max_series)
     spool = Spool(s.spool_dir, reactor) if s.spool_dir else None
-    outbox = Outbox(s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes)
+    outbox = Outbox(
+        s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes, routing=s.routing
+    )
     catalog = options.catalog
     factory = EventFactory(catalog, seeded_rng(s.seed, "api"))
-    publisher = _publisher(s, reactor, s.queue, outbox, metrics)
+    publisher = _publisher(s, reactor, s.topology, outbox, metrics)
     truth_outbox, truth_services = _ground_truth_outbox(s, reactor)
     ground_truth = GroundTruth(metrics, clock, truth_outbox)
     scenarios = ScenarioRunner(catalog, seeded_rng(s.seed, "scenarios"), ground_truth)
@@ -168,19 +171,20 @@ def makeService(options: Options) -> IService:
     return root
 
 
-def _publisher(s: Settings, reactor: Any, queue: str, outbox: Outbox, metrics: Metrics) -> Publisher:
+def _publisher(s: Settings, reactor: Any, topology: Topology, outbox: Outbox, metrics: Metrics) -> Publisher:
     from auditgen.publisher import Publisher
 
     return Publisher(
         reactor,
-        s.broker,
-        queue,
+        s.brokers,
+        topology.queue,
         outbox,
         metrics,
         max_unconfirmed=s.max_unconfirmed,
         connect_timeout=s.connect_timeout,
         heartbeat=s.heartbeat,
         shutdown_timeout=s.shutdown_timeout,
+        topology=topology,
     )
 
 
@@ -199,7 +203,9 @@ def _ground_truth_outbox(s: Settings, reactor: Any) -> tuple[Outbox | None, list
     metrics = Metrics()
     spool = Spool(os.path.join(s.spool_dir, "ground-truth"), reactor) if s.spool_dir else None
     outbox = Outbox(s.outbox_max, metrics, reactor, spool=spool, spool_max_bytes=s.spool_max_bytes)
-    publisher = _publisher(s, reactor, s.ground_truth_queue, outbox, metrics)
+    # Records go straight to their queue (the default exchange), declared like the events' queue.
+    topology = Topology(s.ground_truth_queue, queue_type=s.queue_type, declare=s.declare)
+    publisher = _publisher(s, reactor, topology, outbox, metrics)
     return outbox, [OutboxService(outbox, spool, metrics), publisher]
 
 

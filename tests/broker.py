@@ -79,8 +79,12 @@ class BrokerError(RuntimeError):
 class PrivateBroker:
     """One RabbitMQ node of our own on free loopback ports, in a temporary directory."""
 
-    def __init__(self, reactor: Any, base_dir: Path | None = None, name: str | None = None) -> None:
+    def __init__(
+        self, reactor: Any, base_dir: Path | None = None, name: str | None = None, cookie: str | None = None
+    ) -> None:
+        """`cookie`: the Erlang cookie, the same for every node of a cluster (else Erlang makes one)."""
         self._reactor = reactor
+        self._cookie = cookie
         self.node = f"{name or 'auditgen-test-' + uuid.uuid4().hex[:8]}@localhost"
         self.dir = Path(tempfile.mkdtemp(prefix="rabbit-", dir=base_dir))
         self.port = free_port()
@@ -110,6 +114,10 @@ class PrivateBroker:
         """Start the node and wait until it accepts AMQP connections."""
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = {HOST}:{self.port}\n")
+        if self._cookie is not None:
+            cookie = self.dir / ".erlang.cookie"
+            cookie.write_text(self._cookie)
+            cookie.chmod(0o400)
         with open(self.dir / "server.log", "ab") as out:
             # Its own session, so a Ctrl-C meant for the test run does not stop it behind our back.
             self.process = subprocess.Popen(

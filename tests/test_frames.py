@@ -6,14 +6,22 @@ import pika
 import pytest
 from pika import frame, spec
 
+from auditgen import frames as frames_module
 from auditgen.frames import PublishFrames
 
 
 def pika_frames(
-    channel: int, queue: str, body: bytes, message_id: str, type_: str, ts: int, frame_max: int
+    channel: int,
+    queue: str,
+    body: bytes,
+    message_id: str,
+    type_: str,
+    ts: int,
+    frame_max: int,
+    exchange: str = "",
 ) -> bytes:
     """What pika's Connection._send_message writes for the same publish."""
-    method = frame.Method(channel, spec.Basic.Publish(exchange="", routing_key=queue, mandatory=True))
+    method = frame.Method(channel, spec.Basic.Publish(exchange=exchange, routing_key=queue, mandatory=True))
     properties = pika.BasicProperties(
         content_type="application/json",
         delivery_mode=2,
@@ -52,3 +60,36 @@ def test_an_overlong_type_is_cut_on_a_character_boundary() -> None:
     data = frames.encode(b"{}", "id", "é" * 200, 0)
     assert "é".encode() * 127 in data
     assert b"\xc3\x00" not in data
+
+
+@pytest.mark.parametrize("exchange", ["", "audit", "amq.topic", "échange"])
+def test_frames_per_routing_key_match_pika(exchange: str) -> None:
+    """Each message's own routing key (or the default, None) is marshaled as pika would, on any exchange,
+    also when keys alternate and repeat (the method frame of each key is cached)."""
+    frames = PublishFrames(2, exchange, "audit_events", "audit-event-generator", 131072)
+    keys = [
+        None,
+        "audit.user_login.FAILURE",
+        "",
+        "audit.sudo.SUCCESS",
+        "audit.user_login.FAILURE",
+        None,
+        "ü.x",
+    ]
+    for n, key in enumerate(keys):
+        body = b'{"n":%d}' % n
+        mine = frames.encode(body, f"id-{n}", "user_login", 1_795_806_443 + n, key)
+        expected_key = "audit_events" if key is None else key
+        assert mine == pika_frames(
+            2, expected_key, body, f"id-{n}", "user_login", 1_795_806_443 + n, 131072, exchange=exchange
+        ), key
+
+
+def test_the_key_cache_is_bounded() -> None:
+    """Keys made from caller-chosen fields are unbounded: past the cap, frames are made but not kept."""
+    frames = PublishFrames(1, "x", "q", "audit-event-generator", 131072)
+    for n in range(frames_module._MAX_CACHED_KEYS + 50):
+        frames.encode(b"{}", "id", "t", 0, f"k.{n}")
+    assert len(frames._methods) == frames_module._MAX_CACHED_KEYS
+    late = f"k.{frames_module._MAX_CACHED_KEYS + 10}"
+    assert frames.encode(b"{}", "i", "t", 5, late) == pika_frames(1, late, b"{}", "i", "t", 5, 131072, "x")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -14,6 +15,7 @@ from twisted.internet import defer
 from auditgen.events import Catalog, EventFactory, encode
 from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox, OutboxFull, OutboxService
+from auditgen.routing import RoutingKey
 from auditgen.spool import FILENAME, Spool
 from tests.conftest import reactor
 
@@ -45,11 +47,19 @@ async def stop_rigs() -> Any:
 class Rig:
     """An outbox with a spool in a directory, started like the service starts it."""
 
-    def __init__(self, directory: Path, capacity: int = 1000, max_bytes: int = 1 << 30) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        capacity: int = 1000,
+        max_bytes: int = 1 << 30,
+        routing: RoutingKey | None = None,
+    ) -> None:
         RIGS.append(self)
         self.metrics = Metrics()
         self.spool = Spool(directory, reactor)
-        self.outbox = Outbox(capacity, self.metrics, reactor, spool=self.spool, spool_max_bytes=max_bytes)
+        self.outbox = Outbox(
+            capacity, self.metrics, reactor, spool=self.spool, spool_max_bytes=max_bytes, routing=routing
+        )
         self.service = OutboxService(self.outbox, self.spool, self.metrics)
 
     async def start(self) -> None:
@@ -198,3 +208,78 @@ def test_memory_outbox_needs_no_spool() -> None:
     fired: list[Any] = []
     outbox.add(FACTORY.generate()).addCallback(fired.append)
     assert len(fired) == 1 and fired[0].seq is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_routing_keys_are_kept_in_the_spool(tmp_path: Path) -> None:
+    """Each event's routing key is stored with it and comes back as stored after a restart, even if the
+    routing key setting changed in between (the key was decided when the event was accepted)."""
+    first = Rig(tmp_path, routing=RoutingKey("audit.{event_type}.{action_result}"))
+    await first.start()
+    old = await first.add(5)
+    assert all(e.routing_key == f"audit.{e.event_type}.{json.loads(e.body)['action_result']}" for e in old)
+    await first.service.stopService()
+
+    second = Rig(tmp_path, routing=RoutingKey("other.{severity}"))
+    await second.start()
+    restored = []
+    while (entry := second.outbox.take()) is not None:
+        restored.append(entry)
+    assert [(e.event_id, e.routing_key) for e in restored] == [(e.event_id, e.routing_key) for e in old]
+
+
+_OLD_SCHEMA = """
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    created REAL NOT NULL,
+    body BLOB NOT NULL
+)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_spool_file_of_an_older_version_is_migrated(tmp_path: Path) -> None:
+    """A file without the routing_key column (left by an older version, in WAL mode as it wrote it) gets
+    the column on open; its rows are published first, with keys computed from their events by the current
+    setting, and new rows store their keys."""
+    events = [FACTORY.generate() for _ in range(4)]
+    conn = sqlite3.connect(tmp_path / FILENAME)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(_OLD_SCHEMA)
+    conn.executemany(
+        "INSERT INTO events (event_id, event_type, created, body) VALUES (?, ?, ?, ?)",
+        [(e["event_id"], e["event_type"], 1.0, encode(e)) for e in events],
+    )
+    conn.commit()
+    conn.close()
+
+    rig = Rig(tmp_path, routing=RoutingKey("audit.{event_type}.{user_id}"))
+    await rig.start()
+    assert not list(tmp_path.glob(f"{FILENAME}.damaged-*")), "migrated, not set aside as damaged"
+    new = await rig.add(1)
+    order = []
+    while (entry := rig.outbox.take()) is not None:
+        order.append((entry.event_id, entry.routing_key))
+    assert order == [(e["event_id"], f"audit.{e['event_type']}.{e['user_id']}") for e in events] + [
+        (new[0].event_id, new[0].routing_key)
+    ]
+    assert new[0].routing_key is not None and new[0].routing_key.startswith("audit.")
+    await rig.service.stopService()
+    check = sqlite3.connect(f"file:{tmp_path / FILENAME}?mode=ro", uri=True)
+    try:
+        rows = check.execute("SELECT event_id, routing_key FROM events ORDER BY seq").fetchall()
+    finally:
+        check.close()
+    assert rows[:4] == [(e["event_id"], None) for e in events]
+    assert rows[4] == (new[0].event_id, new[0].routing_key)
+
+
+def test_without_routing_the_outbox_leaves_the_key_to_the_publisher() -> None:
+    """An outbox made without a routing key (tests, embeddings) gives entries no key: the publisher's
+    default, the queue name, applies."""
+    outbox = Outbox(10, Metrics(), reactor)
+    fired: list[Entry] = []
+    outbox.add(FACTORY.generate()).addCallback(fired.append)
+    assert fired[0].routing_key is None
