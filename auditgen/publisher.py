@@ -24,7 +24,6 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,6 +31,7 @@ from auditgen.config import Broker
 from auditgen.frames import PublishFrames
 from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox
+from auditgen.tls import ClientTLS
 
 APP_ID = "audit-event-generator"
 _T = TypeVar("_T")
@@ -125,6 +125,7 @@ class Publisher(Service):
         shutdown_timeout: float = 10.0,
         backoff: Backoff | None = None,
         endpoint_factory: Callable[[], IStreamClientEndpoint] | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self._reactor = reactor
         self._clock: IReactorTime = reactor
@@ -138,6 +139,7 @@ class Publisher(Service):
         self._shutdown_timeout = shutdown_timeout
         self._backoff = backoff or Backoff()
         self._endpoint_factory = endpoint_factory or self._endpoint
+        self._tls = tls or ClientTLS()
         self._conn: TwistedProtocolConnection | None = None
         self._channel: TwistedChannel | None = None
         self._unconfirmed: dict[int, tuple[Entry, float]] = {}  # delivery tag -> entry, time sent
@@ -308,7 +310,7 @@ class Publisher(Service):
             self._reactor, self._broker.host, self._broker.port, timeout=self._connect_timeout
         )
         if self._broker.tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(self._broker.host), endpoint)
+            endpoint = wrapClientTLS(self._tls.creator(self._broker.host), endpoint)
         return endpoint
 
     def _abort(self, conn: TwistedProtocolConnection) -> None:
