@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.logger import Logger
 from twisted.python import usage
 
 from auditgen.config import SPECS, ConfigError, Settings, load_settings, read_dotenv
@@ -85,12 +86,14 @@ def makeService(options: Options) -> IService:
     from auditgen.outbox import Outbox, OutboxService
     from auditgen.publisher import Publisher
     from auditgen.spool import Spool
+    from auditgen.tls import ClientTLS
     from auditgen.web import AuditAPI
 
     # pika logs through the stdlib at warning level for things this service reports itself, once per
     # state change (returns, nacks, every closed connection); keep its log for real failures only.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     s = options.settings
+    _warn_about_secrets(s)
     clock: Any = reactor
     metrics = Metrics(max_series=s.metrics_max_series)
     spool = Spool(s.spool_dir, reactor) if s.spool_dir else None
@@ -107,6 +110,7 @@ def makeService(options: Options) -> IService:
         connect_timeout=s.connect_timeout,
         heartbeat=s.heartbeat,
         shutdown_timeout=s.shutdown_timeout,
+        tls=ClientTLS.load(s.tls_ca_file, s.tls_cert_file, s.tls_key_file, s.tls_verify_hostname),
     )
     api = AuditAPI(
         factory,
@@ -116,12 +120,13 @@ def makeService(options: Options) -> IService:
         clock,
         confirm_wait=s.confirm_wait,
         max_body_bytes=s.max_body_bytes,
+        token=s.api_token,
     )
     root = AuditgenService(reactor, api)
-    root.addService(_listen(reactor, s.app_port, api.site()))
+    root.addService(_listen(reactor, s.app_host, s.app_port, api.site()))
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)
-    root.addService(_listen(reactor, s.prometheus_port, metrics_site(metrics.registry)))
+    root.addService(_listen(reactor, s.prometheus_host, s.prometheus_port, metrics_site(metrics.registry)))
     generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
     root.addService(Generator(clock, s.events_per_second, generated.generate, outbox, metrics))
     # Everything made so far (modules, templates, the service tree) lives as long as the process: keep it
@@ -131,8 +136,29 @@ def makeService(options: Options) -> IService:
     return root
 
 
-def _listen(reactor: Any, port: int, site: Any) -> Service:
+def _listen(reactor: Any, host: str, port: int, site: Any) -> Service:
+    """A TCP port on one address; an IPv6 address needs an IPv6 socket, a hostname binds its IPv4 one."""
     from twisted.application.internet import StreamServerEndpointService
-    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.internet.abstract import isIPv6Address
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
-    return StreamServerEndpointService(TCP4ServerEndpoint(reactor, port), site)
+    endpoint = TCP6ServerEndpoint if isIPv6Address(host) else TCP4ServerEndpoint
+    return StreamServerEndpointService(endpoint(reactor, port, interface=host), site)
+
+
+def _warn_about_secrets(s: Settings) -> None:
+    """Say so when a secret is where other users can read it, or a broker is not checked."""
+    log = Logger()
+    for option in s.secret_options:
+        log.warn(
+            "{option} was given on the command line, where any user of this machine can read it in the "
+            "process list; give it in the environment or in a file (see README, Security)",
+            option=option,
+        )
+    if s.broker.tls and not s.tls_verify_hostname:
+        log.warn(
+            "RABBITMQ_TLS_VERIFY_HOSTNAME is false: the broker's certificate is checked against the CAs "
+            "but not against its host name {host!r}, so any host with a certificate from those CAs can "
+            "pose as the broker",
+            host=s.broker.host,
+        )

@@ -18,8 +18,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+from auditgen.auth import RequireToken
 from auditgen.events import EventFactory
 from auditgen.metrics import render_metrics
 from auditgen.outbox import Entry, Outbox, OutboxFull
@@ -78,6 +80,7 @@ class AuditAPI:
         clock: IReactorTime,
         confirm_wait: float = 1.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        token: str | None = None,
     ) -> None:
         self._factory = factory
         self._outbox = outbox
@@ -87,10 +90,16 @@ class AuditAPI:
         self._confirm_wait = confirm_wait
         self.max_body_bytes = max_body_bytes
         self.closing = False
+        self._token = token
+
+    def resource(self) -> IResource:
+        """The routes, behind the API token when there is one."""
+        routes = self.app.resource()
+        return routes if self._token is None else RequireToken(routes, self._token)
 
     def site(self, reactor: IReactorTime | None = None) -> ApiSite:
-        """The site to serve this API with: body limit, JSON refusals, no access log."""
-        return ApiSite(self.app.resource(), self.max_body_bytes, reactor=reactor)
+        """The site to serve this API with: token, body limit, JSON refusals, no access log."""
+        return ApiSite(self.resource(), self.max_body_bytes, reactor=reactor)
 
     @app.route("/generate_event", methods=["POST"])
     def generate_event(self, request: IRequest) -> bytes | Deferred[bytes]:

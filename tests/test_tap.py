@@ -46,3 +46,19 @@ def test_children_stop_one_after_another_in_reverse_and_the_api_refuses_first() 
     api_port.stopping.callback(None)
     assert done.called
     assert reactor._exitSignal is None, "a completed graceful stop must exit 0"
+
+
+def test_ports_listen_on_the_configured_address() -> None:
+    """APP_HOST/PROMETHEUS_HOST reach the endpoint; an IPv6 address gets an IPv6 socket."""
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+    from twisted.internet.testing import MemoryReactor
+
+    from auditgen.tap import _listen
+
+    reactor = MemoryReactor()
+    for host, kind in (("127.0.0.1", TCP4ServerEndpoint), ("::1", TCP6ServerEndpoint)):
+        service = _listen(reactor, host, 5000, object())
+        service.startService()
+        assert isinstance(service.endpoint, kind)
+        assert reactor.tcpServers[-1][0] == 5000
+        assert reactor.tcpServers[-1][3] == host

@@ -53,6 +53,7 @@ class Harness:
         api_site: bool = False,
         spool: Any = None,
         max_series: int = 1000,
+        token: str | None = None,
     ) -> None:
         self.clock = Clock()
         self.metrics = Metrics(max_series=max_series)
@@ -66,9 +67,10 @@ class Harness:
             self.clock,
             confirm_wait=confirm_wait,
             max_body_bytes=max_body_bytes,
+            token=token,
         )
         self.api = api
-        self.stub = StubTreq(api.app.resource())
+        self.stub = StubTreq(api.resource())
         if api_site:
             serve_through_api_site(self.stub, api)
 
