@@ -31,7 +31,7 @@ from auditgen.config import Broker
 from auditgen.frames import PublishFrames
 from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox
-from auditgen.tls import ClientTLS
+from auditgen.tls import ClientTLS, describe_tls_error
 
 APP_ID = "audit-event-generator"
 _T = TypeVar("_T")
@@ -71,7 +71,7 @@ def describe_error(reason: BaseException | Failure | None) -> str:
     if reason is None:
         return "connection closed"
     text = str(reason) or repr(reason)
-    return f"{type(reason).__name__}: {text}"
+    return describe_tls_error(reason) or f"{type(reason).__name__}: {text}"
 
 
 class _Connection(TwistedProtocolConnection):  # type: ignore[misc]

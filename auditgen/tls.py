@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 from OpenSSL import SSL
 from OpenSSL.crypto import X509, PKey
+from service_identity import VerificationError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
     Certificate,
@@ -131,3 +132,22 @@ class ClientTLS:
             extraCertificateOptions=extra,
         )
         return creator if self.verify_hostname else _ChainOnly(creator)
+
+
+def describe_tls_error(reason: BaseException) -> str | None:
+    """What went wrong in a TLS handshake, in words an operator can act on; None if it was not TLS."""
+    if isinstance(reason, VerificationError):
+        names = ", ".join(_identity(getattr(e, "mismatched_id", e)) for e in reason.errors)
+        return (
+            f"TLS: the broker's certificate does not name the host we connected to ({names}); "
+            "connect by a name it shows, or set RABBITMQ_TLS_VERIFY_HOSTNAME=false"
+        )
+    if isinstance(reason, SSL.Error):
+        details = "; ".join(str(a[-1]) for a in reason.args[0] if isinstance(a, tuple)) if reason.args else ""
+        return f"TLS handshake failed: {details or reason}"
+    return None
+
+
+def _identity(pattern: Any) -> str:
+    name = getattr(pattern, "hostname", None) or getattr(pattern, "ip", pattern)
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
