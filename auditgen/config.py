@@ -7,10 +7,12 @@ service that half works.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -114,6 +116,16 @@ class Settings:
             binding_key=binding,
             declare=self.declare,
         )
+
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_verify_hostname: bool = True
+    api_token: str | None = field(default=None, repr=False)
+    app_host: str = "0.0.0.0"
+    prometheus_host: str = "0.0.0.0"
+    secret_options: tuple[str, ...] = ()
+    """The options that carried a secret on the command line, where the process list shows it."""
 
     @property
     def events_per_second(self) -> float:
@@ -270,6 +282,68 @@ def _exchange(text: str) -> str:
     if text and not text.strip():
         raise ValueError("expected a name, or nothing for the default exchange")
     return text
+
+
+_HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _host(text: str) -> str:
+    """An address to listen on: an IPv4 or IPv6 address, or a hostname (resolved to IPv4 on start)."""
+    value = text.strip()
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    # An all-digit last label is a mistyped IP address (256.1.1.1), not a hostname (RFC 3696).
+    valid = all(_HOSTNAME_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+    if len(value) > 253 or not valid:
+        raise ValueError("expected an IP address (such as 0.0.0.0, 127.0.0.1 or ::) or a hostname")
+    return value
+
+
+def _readable_file(text: str) -> str:
+    path = Path(_text(text)).expanduser().absolute()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ValueError("expected a readable file")
+    return str(path)
+
+
+def _ca_file(text: str) -> str:
+    from auditgen.tls import load_certificates
+
+    path = _readable_file(text)
+    load_certificates(path)
+    return path
+
+
+MAX_SECRET_FILE_BYTES = 65_536
+
+
+def _secret_file(text: str) -> str:
+    """The secret in a file (a Docker or Kubernetes secret), without its trailing newline."""
+    path = _readable_file(text)
+    with open(path, "rb") as f:
+        data = f.read(MAX_SECRET_FILE_BYTES + 1)
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ValueError(f"the file is larger than {MAX_SECRET_FILE_BYTES} bytes; expected one secret")
+    try:
+        secret = data.decode().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ValueError("the file is not UTF-8 text") from None
+    if not secret:
+        raise ValueError("the file is empty")
+    return secret
+
+
+def _token(text: str) -> str:
+    if not text or not all("!" <= c <= "~" for c in text):
+        raise ValueError("expected a non-empty token of printable ASCII characters without spaces")
+    return text
+
+
+def _token_file(text: str) -> str:
+    return _token(_secret_file(text))
 
 
 @dataclass(frozen=True)
@@ -566,6 +640,72 @@ SPECS: tuple[Spec, ...] = (
         _choice(*QUEUE_TYPES),
         "classic (no queue arguments, as legacy consumers declare it) or quorum (x-queue-type=quorum).",
     ),
+    Spec(
+        "password_file",
+        "RABBITMQ_PASS_FILE",
+        "rabbitmq-pass-file",
+        None,
+        _secret_file,
+        "File holding the RabbitMQ password (trailing newline ignored); instead of RABBITMQ_PASS.",
+    ),
+    Spec(
+        "tls_ca_file",
+        "RABBITMQ_TLS_CA_FILE",
+        "rabbitmq-tls-ca-file",
+        None,
+        _ca_file,
+        "PEM file of the CAs that sign the broker's certificate, for amqps:// (unset: the system's).",
+    ),
+    Spec(
+        "tls_cert_file",
+        "RABBITMQ_TLS_CERT_FILE",
+        "rabbitmq-tls-cert-file",
+        None,
+        _readable_file,
+        "PEM client certificate (and its chain) for amqps://; needs RABBITMQ_TLS_KEY_FILE.",
+    ),
+    Spec(
+        "tls_key_file",
+        "RABBITMQ_TLS_KEY_FILE",
+        "rabbitmq-tls-key-file",
+        None,
+        _readable_file,
+        "Unencrypted PEM key of the client certificate.",
+    ),
+    Spec(
+        "tls_verify_hostname",
+        "RABBITMQ_TLS_VERIFY_HOSTNAME",
+        "rabbitmq-tls-verify-hostname",
+        "true",
+        _bool,
+        "Check that the broker's certificate names its host (false: chain only, with a warning).",
+    ),
+    Spec(
+        "api_token",
+        "AUDITGEN_API_TOKEN",
+        "api-token",
+        None,
+        _token,
+        "Bearer token that every API call other than GET needs (unset: no token).",
+        secret=True,
+    ),
+    Spec(
+        "api_token_file",
+        "AUDITGEN_API_TOKEN_FILE",
+        "api-token-file",
+        None,
+        _token_file,
+        "File holding the API token (trailing newline ignored); instead of AUDITGEN_API_TOKEN.",
+    ),
+    Spec("app_host", "APP_HOST", "app-host", "0.0.0.0", _host, "Address the HTTP API listens on."),
+    Spec(
+        "prometheus_host",
+        "PROMETHEUS_HOST",
+        "prometheus-host",
+        "0.0.0.0",
+        _host,
+        "Address the metrics port listens on.",
+    ),
 )
 
 _BROKER_KEYS = ("host", "port", "user", "password", "vhost")
@@ -647,13 +787,17 @@ def load_settings(
 ) -> Settings:
     """Merge the sources by precedence and check every value; raise ConfigError on the first bad one."""
     values: dict[str, Any] = {}
+    given: dict[str, str] = {}  # key -> where a value other than the default came from
+    url_has_password = False
     for spec in SPECS:
         raw, source = options.get(spec.option), f"--{spec.option}"
         if raw is None and spec.env in environ:
             raw, source = environ[spec.env], f"{spec.env} (environment)"
         if raw is None and spec.env in dotenv:
             raw, source = dotenv[spec.env], f"{spec.env} (.env file)"
-        if raw is None:
+        if raw is not None:
+            given[spec.key] = source
+        else:
             raw, source = spec.default, f"{spec.env} (default)"
         if raw is None:
             values[spec.key] = None
@@ -662,16 +806,35 @@ def load_settings(
             values[spec.key] = _parse_urls(raw) if spec.key == "url" else spec.parse(raw)
         except ValueError as e:
             raise ConfigError(f"invalid {source}: {_redact(spec, raw)!r}: {e}") from None
+        if spec.key == "url":
+            url_has_password = any(urlsplit(u.strip()).password is not None for u in raw.split(","))
+    values["password"] = _one_of(given, values, "password", "password_file")
+    values["api_token"] = _one_of(given, values, "api_token", "api_token_file")
     urls: tuple[Broker, ...] | None = values.pop("url")
+    if urls is not None and "password_file" in given:
+        # The URLs name the brokers, the file holds the password: a URL with a password too is ambiguous.
+        if url_has_password:
+            raise ConfigError(
+                f"{given['password_file']} and a password in RABBITMQ_URL are both set; use one"
+            )
+        urls = tuple(replace(url, password=values["password"]) for url in urls)
     brokers = urls or (Broker(**{k: values[k] for k in _BROKER_KEYS}),)
-    for k in _BROKER_KEYS:
+    for k in (*_BROKER_KEYS, "password_file", "api_token_file"):
         del values[k]
+    _check_tls(given, values, brokers)
     if values["ground_truth_queue"] == values["queue"]:
         raise ConfigError(
             f"invalid AUDITGEN_GROUND_TRUTH_QUEUE: {values['queue']!r}: expected a queue other than "
             "RABBITMQ_QUEUE; records there would reach the event consumers"
         )
-    settings = Settings(broker=brokers[0], brokers=brokers, **values)
+    secret_options = tuple(
+        f"--{spec.option}"
+        for spec in SPECS
+        if spec.secret
+        and given.get(spec.key, "").startswith("--")
+        and (spec.key != "url" or url_has_password)
+    )
+    settings = Settings(broker=brokers[0], brokers=brokers, secret_options=secret_options, **values)
     _check_routing(settings)
     return settings
 
@@ -683,3 +846,30 @@ def _check_routing(s: Settings) -> None:
             f"RABBITMQ_BINDING_KEY must be set: a direct exchange ({s.exchange!r}) with the routing key "
             f"template {s.routing_key!r} gets events with many keys, and the queue is bound with one"
         )
+
+
+def _one_of(given: Mapping[str, str], values: Mapping[str, Any], key: str, file_key: str) -> Any:
+    """A secret given directly or in a file, never both (which one would win is a guess)."""
+    if key in given and file_key in given:
+        raise ConfigError(f"{given[key]} and {given[file_key]} are both set; use one")
+    return values[file_key] if file_key in given else values[key]
+
+
+def _check_tls(given: Mapping[str, str], values: Mapping[str, Any], brokers: tuple[Broker, ...]) -> None:
+    """TLS files only with an amqps:// broker, a certificate only with its key, and both readable."""
+    tls_keys = ("tls_ca_file", "tls_cert_file", "tls_key_file", "tls_verify_hostname")
+    if not any(broker.tls for broker in brokers) and (named := [given[k] for k in tls_keys if k in given]):
+        raise ConfigError(
+            f"{named[0]} is set but the broker is not amqps://; TLS needs an amqps:// RABBITMQ_URL"
+        )
+    cert, key = given.get("tls_cert_file"), given.get("tls_key_file")
+    if (cert is None) != (key is None):
+        missing = "RABBITMQ_TLS_KEY_FILE" if cert else "RABBITMQ_TLS_CERT_FILE"
+        raise ConfigError(f"{cert or key} is set without {missing}; give both")
+    if cert is not None:
+        from auditgen.tls import load_client_certificate
+
+        try:
+            load_client_certificate(values["tls_cert_file"], values["tls_key_file"])
+        except ValueError as e:
+            raise ConfigError(f"invalid {cert} / {key}: {e}") from None

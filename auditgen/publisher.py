@@ -28,7 +28,6 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -37,6 +36,7 @@ from auditgen.frames import PublishFrames
 from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox
 from auditgen.routing import Topology, declare
+from auditgen.tls import ClientTLS, describe_tls_error
 
 APP_ID = "audit-event-generator"
 _T = TypeVar("_T")
@@ -76,7 +76,7 @@ def describe_error(reason: BaseException | Failure | None) -> str:
     if reason is None:
         return "connection closed"
     text = str(reason) or repr(reason)
-    return f"{type(reason).__name__}: {text}"
+    return describe_tls_error(reason) or f"{type(reason).__name__}: {text}"
 
 
 class TopologyError(Exception):
@@ -143,6 +143,7 @@ class Publisher(Service):
         backoff: Backoff | None = None,
         endpoint_factory: Callable[[], IStreamClientEndpoint] | None = None,
         topology: Topology | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         self._reactor = reactor
         self._clock: IReactorTime = reactor
@@ -160,6 +161,7 @@ class Publisher(Service):
         self._shutdown_timeout = shutdown_timeout
         self._backoff = backoff or Backoff()
         self._endpoint_factory = endpoint_factory or self._endpoint
+        self._tls = tls or ClientTLS()
         self._conn: TwistedProtocolConnection | None = None
         self._channel: TwistedChannel | None = None
         self._unconfirmed: dict[int, tuple[Entry, float]] = {}  # delivery tag -> entry, time sent
@@ -363,7 +365,7 @@ class Publisher(Service):
             self._reactor, self._broker.host, self._broker.port, timeout=self._connect_timeout
         )
         if self._broker.tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(self._broker.host), endpoint)
+            endpoint = wrapClientTLS(self._tls.creator(self._broker.host), endpoint)
         return endpoint
 
     def _abort(self, conn: TwistedProtocolConnection) -> None:

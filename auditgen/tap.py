@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.logger import Logger
 from twisted.python import usage
 
 from auditgen.catalogs import load_catalog
@@ -114,6 +115,7 @@ def makeService(options: Options) -> IService:
     # state change (returns, nacks, every closed connection); keep its log for real failures only.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     s = options.settings
+    _warn_about_secrets(s)
     clock: Any = reactor
     metrics = Metrics(max_series=s.metrics_max_series)
     spool = Spool(s.spool_dir, reactor) if s.spool_dir else None
@@ -155,14 +157,15 @@ def makeService(options: Options) -> IService:
         max_body_bytes=s.max_body_bytes,
         generator=generator,
         scenarios=scenarios,
+        token=s.api_token,
     )
     root = AuditgenService(reactor, api)
-    root.addService(_listen(reactor, s.app_port, api.site()))
+    root.addService(_listen(reactor, s.app_host, s.app_port, api.site()))
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)
     for service in [*truth_services, ground_truth]:
         root.addService(service)
-    root.addService(_listen(reactor, s.prometheus_port, metrics_site(metrics.registry)))
+    root.addService(_listen(reactor, s.prometheus_host, s.prometheus_port, metrics_site(metrics.registry)))
     root.addService(generator)
     # Everything made so far (modules, templates, the service tree) lives as long as the process: keep it
     # out of the cyclic collector, whose full passes over it took tens of milliseconds, a latency spike
@@ -173,6 +176,7 @@ def makeService(options: Options) -> IService:
 
 def _publisher(s: Settings, reactor: Any, topology: Topology, outbox: Outbox, metrics: Metrics) -> Publisher:
     from auditgen.publisher import Publisher
+    from auditgen.tls import ClientTLS
 
     return Publisher(
         reactor,
@@ -185,6 +189,7 @@ def _publisher(s: Settings, reactor: Any, topology: Topology, outbox: Outbox, me
         heartbeat=s.heartbeat,
         shutdown_timeout=s.shutdown_timeout,
         topology=topology,
+        tls=ClientTLS.load(s.tls_ca_file, s.tls_cert_file, s.tls_key_file, s.tls_verify_hostname),
     )
 
 
@@ -209,8 +214,29 @@ def _ground_truth_outbox(s: Settings, reactor: Any) -> tuple[Outbox | None, list
     return outbox, [OutboxService(outbox, spool, metrics), publisher]
 
 
-def _listen(reactor: Any, port: int, site: Any) -> Service:
+def _listen(reactor: Any, host: str, port: int, site: Any) -> Service:
+    """A TCP port on one address; an IPv6 address needs an IPv6 socket, a hostname binds its IPv4 one."""
     from twisted.application.internet import StreamServerEndpointService
-    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.internet.abstract import isIPv6Address
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
-    return StreamServerEndpointService(TCP4ServerEndpoint(reactor, port), site)
+    endpoint = TCP6ServerEndpoint if isIPv6Address(host) else TCP4ServerEndpoint
+    return StreamServerEndpointService(endpoint(reactor, port, interface=host), site)
+
+
+def _warn_about_secrets(s: Settings) -> None:
+    """Say so when a secret is where other users can read it, or a broker is not checked."""
+    log = Logger()
+    for option in s.secret_options:
+        log.warn(
+            "{option} was given on the command line, where any user of this machine can read it in the "
+            "process list; give it in the environment or in a file (see README, Security)",
+            option=option,
+        )
+    if s.broker.tls and not s.tls_verify_hostname:
+        log.warn(
+            "RABBITMQ_TLS_VERIFY_HOSTNAME is false: the broker's certificate is checked against the CAs "
+            "but not against its host name {host!r}, so any host with a certificate from those CAs can "
+            "pose as the broker",
+            host=s.broker.host,
+        )

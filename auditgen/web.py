@@ -20,8 +20,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+from auditgen.auth import RequireToken
 from auditgen.events import EventFactory
 from auditgen.metrics import render_metrics
 from auditgen.outbox import Entry, Outbox, OutboxFull
@@ -142,6 +144,7 @@ class AuditAPI:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         generator: GeneratorControl | None = None,
         scenarios: ScenarioRunner | None = None,
+        token: str | None = None,
     ) -> None:
         """Without a generator, GET and PUT /generator answer 404."""
         self._generator = generator
@@ -155,10 +158,16 @@ class AuditAPI:
         self.max_body_bytes = max_body_bytes
         self._scenarios = scenarios
         self.closing = False
+        self._token = token
+
+    def resource(self) -> IResource:
+        """The routes, behind the API token when there is one."""
+        routes = self.app.resource()
+        return routes if self._token is None else RequireToken(routes, self._token)
 
     def site(self, reactor: IReactorTime | None = None) -> ApiSite:
-        """The site to serve this API with: body limit, JSON refusals, no access log."""
-        return ApiSite(self.app.resource(), self.max_body_bytes, reactor=reactor)
+        """The site to serve this API with: token, body limit, JSON refusals, no access log."""
+        return ApiSite(self.resource(), self.max_body_bytes, reactor=reactor)
 
     @app.route("/generate_event", methods=["POST"])
     def generate_event(self, request: IRequest) -> bytes | Deferred[bytes]:

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +80,18 @@ class PrivateBroker:
     """One RabbitMQ node of our own on free loopback ports, in a temporary directory."""
 
     def __init__(
-        self, reactor: Any, base_dir: Path | None = None, name: str | None = None, cookie: str | None = None
+        self,
+        reactor: Any,
+        base_dir: Path | None = None,
+        name: str | None = None,
+        cookie: str | None = None,
+        extra_config: Sequence[str] = (),
     ) -> None:
-        """`cookie`: the Erlang cookie, the same for every node of a cluster (else Erlang makes one)."""
+        """`cookie`: the Erlang cookie, the same for every node of a cluster (else Erlang makes one).
+        `extra_config`: more rabbitmq.conf lines, such as a TLS listener and its ssl_options."""
         self._reactor = reactor
         self._cookie = cookie
+        self._extra_config = list(extra_config)
         self.node = f"{name or 'auditgen-test-' + uuid.uuid4().hex[:8]}@localhost"
         self.dir = Path(tempfile.mkdtemp(prefix="rabbit-", dir=base_dir))
         self.port = free_port()
@@ -113,7 +120,8 @@ class PrivateBroker:
     async def start(self, timeout: float = 90.0) -> None:
         """Start the node and wait until it accepts AMQP connections."""
         (self.dir / "enabled_plugins").write_text("[].\n")
-        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = {HOST}:{self.port}\n")
+        config = [f"listeners.tcp.local = {HOST}:{self.port}", *self._extra_config]
+        (self.dir / "rabbitmq.conf").write_text("".join(f"{line}\n" for line in config))
         if self._cookie is not None:
             cookie = self.dir / ".erlang.cookie"
             cookie.write_text(self._cookie)

@@ -91,3 +91,19 @@ def test_the_service_makes_events_from_the_templates_the_options_loaded(
     generator = next(child for child in root if isinstance(child, Generator))
     assert generator._make()["event_type"] == "mine"
     assert root._api._factory.complete({"event_type": "other"})["server_hostname"] == "h"
+
+
+def test_ports_listen_on_the_configured_address() -> None:
+    """APP_HOST/PROMETHEUS_HOST reach the endpoint; an IPv6 address gets an IPv6 socket."""
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+    from twisted.internet.testing import MemoryReactor
+
+    from auditgen.tap import _listen
+
+    reactor = MemoryReactor()
+    for host, kind in (("127.0.0.1", TCP4ServerEndpoint), ("::1", TCP6ServerEndpoint)):
+        service = _listen(reactor, host, 5000, object())
+        service.startService()
+        assert isinstance(service.endpoint, kind)
+        assert reactor.tcpServers[-1][0] == 5000
+        assert reactor.tcpServers[-1][3] == host

@@ -56,6 +56,7 @@ class Harness:
         spool: Any = None,
         max_series: int = 1000,
         generator_rate: float | None = None,
+        token: str | None = None,
     ) -> None:
         self.clock = Clock()
         self.metrics = Metrics(max_series=max_series)
@@ -81,9 +82,10 @@ class Harness:
             confirm_wait=confirm_wait,
             max_body_bytes=max_body_bytes,
             generator=self.generator,
+            token=token,
         )
         self.api = api
-        self.stub = StubTreq(api.app.resource())
+        self.stub = StubTreq(api.resource())
         if api_site:
             serve_through_api_site(self.stub, api)
 
