@@ -63,6 +63,8 @@ class Settings:
     metrics_max_series: int
     max_body_bytes: int
     seed: str | None
+    log_format: str = "text"
+    log_level: str = "info"
 
     @property
     def events_per_second(self) -> float:
@@ -153,6 +155,18 @@ def _directory(text: str) -> str:
 
 def _any_text(text: str) -> str:
     return text
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    """A parser accepting one of `choices` (any case)."""
+
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -311,6 +325,24 @@ SPECS: tuple[Spec, ...] = (
         None,
         _text,
         "Seed for reproducible runs: the same seed and settings make the same events, ids included.",
+    ),
+    Spec(
+        "log_format",
+        "AUDITGEN_LOG_FORMAT",
+        "log-format",
+        "text",
+        _choice("text", "json"),
+        "Log lines as twistd's text, or as one JSON object per line (time, level, namespace, event, "
+        "message, context) for log shippers.",
+    ),
+    Spec(
+        "log_level",
+        "AUDITGEN_LOG_LEVEL",
+        "log-level",
+        "info",
+        _choice("debug", "info", "warn", "error"),
+        "Lowest level logged; debug adds the repeats of a state already reported (each nack, each event a "
+        "failing spool refused).",
     ),
 )
 

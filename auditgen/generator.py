@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox, OutboxFull
+from auditgen.spool import SpoolError
 
 TICK = 0.01  # at high rates, events go out every 10 ms: smooth within a second, cheap per event
 CATCH_UP = 0.1  # the most a single (late) tick makes, in seconds of the schedule
@@ -65,7 +66,7 @@ class Generator(Service):
         if self.rate > 0:
             self._restart_schedule()
             d = self._call.start(self.interval, now=True)
-            d.addErrback(lambda f: self.log.failure("event generator stopped", f))
+            d.addErrback(lambda f: self.log.failure("event generator stopped", f, event="generator.stopped"))
 
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]
@@ -105,7 +106,7 @@ class Generator(Service):
         except OutboxFull:
             self._pause(True)
         except Exception:
-            self.log.failure("could not generate an event")
+            self.log.failure("could not generate an event", event="generator.failed")
 
     def _due(self, now: float) -> int:
         """Events owed by the schedule now; a debt of over a second (a stalled machine) is forgiven
@@ -127,10 +128,20 @@ class Generator(Service):
         self.paused = paused
         self._metrics.generator_paused.set(int(paused))
         if paused:
-            self.log.warn("the outbox is full: generation paused until the broker catches up")
+            self.log.warn(
+                "the outbox is full: generation paused until the broker catches up", event="generator.paused"
+            )
         else:
             self._restart_schedule()  # no burst to make up for the pause
-            self.log.info("the outbox has room again: generation resumed")
+            self.log.info("the outbox has room again: generation resumed", event="generator.resumed")
 
     def _not_stored(self, failure: Failure) -> None:
-        self.log.failure("a generated event could not be stored", failure)
+        """A spool failure was logged once for its whole batch by the spool: here it is a detail."""
+        if failure.check(SpoolError):
+            self.log.debug(
+                "a generated event could not be stored: {reason}",
+                event="generator.not_stored",
+                reason=failure.getErrorMessage(),
+            )
+        else:
+            self.log.failure("a generated event could not be stored", failure, event="generator.not_stored")

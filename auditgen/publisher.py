@@ -155,6 +155,7 @@ class Publisher(Service):
         self._drained: defer.Deferred[None] | None = None
         self._ever_connected = False
         self._failing = False
+        self._nacking = False  # the broker's last confirm was a nack: further nacks are logged at debug
         self.last_error: str | None = None
         self.blocked = False
 
@@ -182,7 +183,9 @@ class Publisher(Service):
         self._stopping = False
         self._outbox.set_listener(self._soon)
         self._loop = defer.ensureDeferred(self._run())
-        self._loop.addErrback(lambda f: self.log.failure("publisher loop crashed", f))
+        self._loop.addErrback(
+            lambda f: self.log.failure("publisher loop crashed", f, event="publisher.crashed")
+        )
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
@@ -197,7 +200,9 @@ class Publisher(Service):
             await self._drained
             if len(self._outbox):
                 self.log.warn(
-                    "shutting down with {count} events not confirmed by the broker", count=len(self._outbox)
+                    "shutting down with {count} events not confirmed by the broker",
+                    event="publisher.unconfirmed_at_shutdown",
+                    count=len(self._outbox),
                 )
         for pending in (self._pause, self._attempt):
             if pending is not None:
@@ -338,6 +343,7 @@ class Publisher(Service):
             self._failing = True
             self.log.warn(
                 "cannot reach RabbitMQ at {address}: {reason}; retrying with backoff (up to 30 s)",
+                event="rabbitmq.unreachable",
                 address=self.address,
                 reason=reason,
             )
@@ -354,6 +360,7 @@ class Publisher(Service):
         self.log.info(
             "connected to RabbitMQ at {address}, publishing to queue {queue!r} with confirms; "
             "{count} events waiting",
+            event="rabbitmq.connected",
             address=self.address,
             queue=self._queue,
             count=len(self._outbox),
@@ -373,13 +380,14 @@ class Publisher(Service):
         if not conn.is_open:
             self._set_blocked(False)
         if self._stopping:
-            self.log.info("disconnected from RabbitMQ")
+            self.log.info("disconnected from RabbitMQ", event="rabbitmq.disconnected")
             return
         self.last_error = describe_error(reason)
         self._failing = True
         what = "the channel was closed" if conn.is_open else "lost the connection to RabbitMQ"
         self.log.warn(
             "{what} ({reason}); {count} unconfirmed events will be sent again; reconnecting",
+            event="rabbitmq.lost",
             what=what,
             reason=self.last_error,
             count=len(requeued),
@@ -401,9 +409,13 @@ class Publisher(Service):
         self.blocked = blocked
         self._metrics.rabbitmq_blocked.set(int(blocked))
         if blocked:
-            self.log.warn("RabbitMQ blocked publishing ({reason}); holding events", reason=self.last_error)
+            self.log.warn(
+                "RabbitMQ blocked publishing ({reason}); holding events",
+                event="rabbitmq.blocked",
+                reason=self.last_error,
+            )
         else:
-            self.log.info("RabbitMQ unblocked publishing; resuming")
+            self.log.info("RabbitMQ unblocked publishing; resuming", event="rabbitmq.unblocked")
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -469,10 +481,23 @@ class Publisher(Service):
                 self._outbox.settle(entry)
         if nack:
             self._metrics.published_failure.inc(len(again))
-            self.log.warn("the broker refused (nack) {count} events; sending them again", count=len(again))
+        self._note_nacks(nack, len(again))
         if again:
             self._outbox.retry(again)
         self._after_settle()
+
+    def _note_nacks(self, nack: bool, count: int) -> None:
+        """One line when the broker starts refusing and one when it accepts again; each nack at debug."""
+        if nack:
+            emit = self.log.debug if self._nacking else self.log.warn
+            emit(
+                "the broker refused (nack) {count} events; sending them again",
+                event="rabbitmq.nack",
+                count=count,
+            )
+        elif self._nacking:
+            self.log.info("the broker confirms events again", event="rabbitmq.nacks_ended")
+        self._nacking = nack
 
     def _after_settle(self) -> None:
         if self._drained is not None and len(self._outbox) == 0 and not self._drained.called:
@@ -488,7 +513,11 @@ class Publisher(Service):
         channel = self._channel
         if channel is not None and not self._redeclaring:
             self._redeclaring = True
-            self.log.warn("queue {queue!r} is missing; declaring it again", queue=self._queue)
+            self.log.warn(
+                "queue {queue!r} is missing; declaring it again",
+                event="rabbitmq.queue_missing",
+                queue=self._queue,
+            )
             d = channel.queue_declare(queue=self._queue, durable=True)
             d.addBoth(self._redeclared)
 
@@ -497,6 +526,7 @@ class Publisher(Service):
         if isinstance(result, Failure):
             self.log.warn(
                 "could not declare queue {queue!r}: {reason}",
+                event="rabbitmq.queue_declare_failed",
                 queue=self._queue,
                 reason=describe_error(result),
             )

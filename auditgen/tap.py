@@ -13,7 +13,9 @@ from typing import Any, ClassVar
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.logger import ILogObserver
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from auditgen.config import SPECS, ConfigError, Settings, load_settings, read_dotenv
 
@@ -53,10 +55,17 @@ class AuditgenService(MultiService):
     once every child stopped we clear the recorded signal and twistd exits 0.
     """
 
-    def __init__(self, reactor: Any, api: Any) -> None:
+    def __init__(self, reactor: Any, api: Any, log_observer: ILogObserver | None = None) -> None:
         super().__init__()
         self._reactor = reactor
         self._api = api
+        self._log_observer = log_observer
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Under twistd the parent is the application: its ILogObserver is the one twistd starts with."""
+        if self._log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self._log_observer)
+        super().setServiceParent(parent)
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())
@@ -81,6 +90,7 @@ def makeService(options: Options) -> IService:
 
     from auditgen.events import Catalog, EventFactory, seeded_rng
     from auditgen.generator import Generator
+    from auditgen.logs import twistd_observer
     from auditgen.metrics import Metrics, metrics_site
     from auditgen.outbox import Outbox, OutboxService
     from auditgen.publisher import Publisher
@@ -117,7 +127,9 @@ def makeService(options: Options) -> IService:
         confirm_wait=s.confirm_wait,
         max_body_bytes=s.max_body_bytes,
     )
-    root = AuditgenService(reactor, api)
+    # options.parent is twistd's own options (--logfile, --nodaemon, ...), absent outside twistd.
+    log_observer = twistd_observer(getattr(options, "parent", None), s.log_format, s.log_level)
+    root = AuditgenService(reactor, api, log_observer)
     root.addService(_listen(reactor, s.app_port, api.site()))
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)

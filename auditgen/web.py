@@ -212,5 +212,7 @@ class AuditAPI:
 
     @app.handle_errors(Exception)
     def internal_error(self, request: IRequest, failure: Failure) -> bytes:
-        self.log.failure("unhandled error answering {path}", failure, path=request.path)
+        self.log.failure(
+            "unhandled error answering {path}", failure, event="api.internal_error", path=request.path
+        )
         return json_response(request, 500, {"error": "internal error; see the service log"})
