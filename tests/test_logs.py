@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 from datetime import datetime
 from pathlib import Path
@@ -287,3 +288,17 @@ def test_failure_context_values_become_tracebacks() -> None:
         failure = Failure()
     line = json.loads(emitted("json", "info", lambda log: log.error("oops", event="t", why=failure)))
     assert "KeyError" in line["why"]
+
+
+def test_readme_lists_every_event_name() -> None:
+    """Every event= name auditgen logs is in the README's Logs section, so shippers can filter on it."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    logs_section = readme[readme.index("## Logs") : readme.index("## Running as a daemon")]
+    names = {
+        name
+        for source in (root / "auditgen").glob("*.py")
+        for name in re.findall(r'\bevent="([a-z_.]+)"', source.read_text())
+    }
+    assert len(names) > 10
+    assert not {n for n in names if f"`{n}`" not in logs_section}
