@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PROMETHEUS_PORT=8000 \
     EVENT_GENERATION_INTERVAL_SECONDS=5
 
-RUN useradd --system --create-home --home-dir /home/auditgen --uid 10001 auditgen
+RUN useradd --system --create-home --home-dir /home/auditgen --uid 10001 auditgen \
+    && install -d -o auditgen -g auditgen -m 0700 /var/lib/auditgen
 WORKDIR /src
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt

@@ -126,6 +126,8 @@ class Settings:
     prometheus_host: str = "0.0.0.0"
     secret_options: tuple[str, ...] = ()
     """The options that carried a secret on the command line, where the process list shows it."""
+    log_format: str = "text"
+    log_level: str = "info"
 
     @property
     def events_per_second(self) -> float:
@@ -705,6 +707,24 @@ SPECS: tuple[Spec, ...] = (
         "0.0.0.0",
         _host,
         "Address the metrics port listens on.",
+    ),
+    Spec(
+        "log_format",
+        "AUDITGEN_LOG_FORMAT",
+        "log-format",
+        "text",
+        _choice("text", "json"),
+        "Log lines as twistd's text, or as one JSON object per line (time, level, namespace, event, "
+        "message, context) for log shippers.",
+    ),
+    Spec(
+        "log_level",
+        "AUDITGEN_LOG_LEVEL",
+        "log-level",
+        "info",
+        _choice("debug", "info", "warn", "error"),
+        "Lowest level logged; debug adds the repeats of a state already reported (each nack, each event a "
+        "failing spool refused).",
     ),
 )
 

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox, OutboxFull
 from auditgen.shapes import ShapeSettings
+from auditgen.spool import SpoolError
 
 TICK = 0.01  # at high rates, events go out every 10 ms: smooth within a second, cheap per event
 CATCH_UP = 0.1  # the most a single (late) tick makes, in seconds of the schedule
@@ -112,7 +113,9 @@ class Generator(Service):
         after = self.settings()
         changed = [f"{key} {before[key]} -> {value}" for key, value in after.items() if value != before[key]]
         if changed:
-            self.log.info("generator changed: {changed}", changed=", ".join(changed))
+            self.log.info(
+                "generator changed: {changed}", event="generator.changed", changed=", ".join(changed)
+            )
             self._reschedule()
 
     def settings(self) -> dict[str, Any]:
@@ -146,7 +149,7 @@ class Generator(Service):
         if self.running and self.rate > 0 and not self.held:
             self._restart_schedule()
             d = self._call.start(self.interval, now=True)
-            d.addErrback(lambda f: self.log.failure("event generator stopped", f))
+            d.addErrback(lambda f: self.log.failure("event generator stopped", f, event="generator.stopped"))
 
     def _restart_schedule(self) -> None:
         self._start = self._clock.seconds()
@@ -176,7 +179,7 @@ class Generator(Service):
         except OutboxFull:
             self._pause(True)
         except Exception:
-            self.log.failure("could not generate an event")
+            self.log.failure("could not generate an event", event="generator.failed")
 
     def _due(self, now: float) -> int:
         """Events owed by the schedule now; a debt of over a second (a stalled machine) is forgiven
@@ -213,10 +216,20 @@ class Generator(Service):
         self.paused = paused
         self._metrics.generator_paused.set(int(paused))
         if paused:
-            self.log.warn("the outbox is full: generation paused until the broker catches up")
+            self.log.warn(
+                "the outbox is full: generation paused until the broker catches up", event="generator.paused"
+            )
         else:
             self._restart_schedule()  # no burst to make up for the pause
-            self.log.info("the outbox has room again: generation resumed")
+            self.log.info("the outbox has room again: generation resumed", event="generator.resumed")
 
     def _not_stored(self, failure: Failure) -> None:
-        self.log.failure("a generated event could not be stored", failure)
+        """A spool failure was logged once for its whole batch by the spool: here it is a detail."""
+        if failure.check(SpoolError):
+            self.log.debug(
+                "a generated event could not be stored: {reason}",
+                event="generator.not_stored",
+                reason=failure.getErrorMessage(),
+            )
+        else:
+            self.log.failure("a generated event could not be stored", failure, event="generator.not_stored")

@@ -81,11 +81,15 @@ class GroundTruth(Service):
         except OutboxFull:
             self._later()
         except Exception:
-            self.log.failure("could not hand a ground-truth record to its outbox")
+            self.log.failure(
+                "could not hand a ground-truth record to its outbox", event="ground_truth.handoff_failed"
+            )
             self._later()
 
     def _not_stored(self, failure: Failure, rec: dict[str, Any]) -> None:
-        self.log.failure("a ground-truth record could not be stored; retrying", failure)
+        self.log.failure(
+            "a ground-truth record could not be stored; retrying", failure, event="ground_truth.store_failed"
+        )
         self._pending.append(rec)
         self._later()
 
@@ -99,5 +103,7 @@ class GroundTruth(Service):
             self._retry.cancel()
         if self._pending:
             self.log.error(
-                "{count} ground-truth records were never accepted by their outbox", count=len(self._pending)
+                "{count} ground-truth records were never accepted by their outbox",
+                event="ground_truth.dropped",
+                count=len(self._pending),
             )

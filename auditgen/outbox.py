@@ -242,6 +242,7 @@ class OutboxService(Service):
             self.log.error(
                 "the spool file was damaged: moved it to {aside}; {count} events could still be read and "
                 "will be published",
+                event="spool.damaged",
                 aside=recovery.damaged_file,
                 count=len(recovery.rows),
             )
@@ -249,12 +250,15 @@ class OutboxService(Service):
         self._metrics.spool_replayed.inc(len(recovery.rows))
         self.log.info(
             "spool {path}: {count} events left from an earlier run are published first",
+            event="spool.replayed",
             path=str(self._spool.path),
             count=len(recovery.rows),
         )
 
     def _failed(self, failure: Any) -> None:
-        self.log.failure("cannot open the spool; events will not be accepted", failure)
+        self.log.failure(
+            "cannot open the spool; events will not be accepted", failure, event="spool.open_failed"
+        )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]

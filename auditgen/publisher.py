@@ -184,6 +184,7 @@ class Publisher(Service):
         self._drained: defer.Deferred[None] | None = None
         self._ever_connected = False
         self._failing = False
+        self._nacking = False  # the broker's last confirm was a nack: further nacks are logged at debug
         self.last_error: str | None = None
         self.blocked = False
 
@@ -211,7 +212,9 @@ class Publisher(Service):
         self._stopping = False
         self._outbox.set_listener(self._soon)
         self._loop = defer.ensureDeferred(self._run())
-        self._loop.addErrback(lambda f: self.log.failure("publisher loop crashed", f))
+        self._loop.addErrback(
+            lambda f: self.log.failure("publisher loop crashed", f, event="publisher.crashed")
+        )
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
@@ -226,7 +229,9 @@ class Publisher(Service):
             await self._drained
             if len(self._outbox):
                 self.log.warn(
-                    "shutting down with {count} events not confirmed by the broker", count=len(self._outbox)
+                    "shutting down with {count} events not confirmed by the broker",
+                    event="publisher.unconfirmed_at_shutdown",
+                    count=len(self._outbox),
                 )
         for pending in (self._pause, self._attempt):
             if pending is not None:
@@ -395,11 +400,16 @@ class Publisher(Service):
             return
         self._failing = True
         if topology:
-            self.log.error("{reason}; retrying with backoff (up to 30 s)", reason=reason)
+            self.log.error(
+                "{reason}; retrying with backoff (up to 30 s)",
+                event="rabbitmq.declare_refused",
+                reason=reason,
+            )
             return
         others = len(self._brokers) - 1
         self.log.warn(
             "cannot reach RabbitMQ at {address}: {reason}; retrying {how} with backoff (up to 30 s)",
+            event="rabbitmq.unreachable",
             address=self.address,
             reason=reason,
             how=f"the other {others} nodes in turn, each round" if others else "",
@@ -417,7 +427,9 @@ class Publisher(Service):
         self._ever_connected = True
         self.log.info(
             "connected to RabbitMQ at {address}, publishing to {where} with confirms; {count} events waiting",
+            event="rabbitmq.connected",
             address=self.address,
+            queue=self._queue,
             where=self._topology.describe(),
             count=len(self._outbox),
         )
@@ -440,13 +452,14 @@ class Publisher(Service):
         if not conn.is_open:
             self._set_blocked(False)
         if self._stopping:
-            self.log.info("disconnected from RabbitMQ")
+            self.log.info("disconnected from RabbitMQ", event="rabbitmq.disconnected")
             return
         self.last_error = describe_error(reason)
         self._failing = True
         what = "the channel was closed" if conn.is_open else "lost the connection to RabbitMQ"
         self.log.warn(
             "{what} ({reason}); {count} unconfirmed events will be sent again; reconnecting",
+            event="rabbitmq.lost",
             what=what,
             reason=self.last_error,
             count=len(requeued),
@@ -468,9 +481,13 @@ class Publisher(Service):
         self.blocked = blocked
         self._metrics.rabbitmq_blocked.set(int(blocked))
         if blocked:
-            self.log.warn("RabbitMQ blocked publishing ({reason}); holding events", reason=self.last_error)
+            self.log.warn(
+                "RabbitMQ blocked publishing ({reason}); holding events",
+                event="rabbitmq.blocked",
+                reason=self.last_error,
+            )
         else:
-            self.log.info("RabbitMQ unblocked publishing; resuming")
+            self.log.info("RabbitMQ unblocked publishing; resuming", event="rabbitmq.unblocked")
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -543,12 +560,25 @@ class Publisher(Service):
                     self._routed_again(entry)
         if nack:
             self._metrics.published_failure.inc(len(again))
-            self.log.warn("the broker refused (nack) {count} events; sending them again", count=len(again))
+        self._note_nacks(nack, len(again))
         if again:
             self._outbox.retry(again)
         if returned:
             self._park(returned)
         self._after_settle()
+
+    def _note_nacks(self, nack: bool, count: int) -> None:
+        """One line when the broker starts refusing and one when it accepts again; each nack at debug."""
+        if nack:
+            emit = self.log.debug if self._nacking else self.log.warn
+            emit(
+                "the broker refused (nack) {count} events; sending them again",
+                event="rabbitmq.nack",
+                count=count,
+            )
+        elif self._nacking:
+            self.log.info("the broker confirms events again", event="rabbitmq.nacks_ended")
+        self._nacking = nack
 
     def _after_settle(self) -> None:
         if self._drained is not None and len(self._outbox) == 0 and not self._drained.called:
@@ -577,6 +607,7 @@ class Publisher(Service):
         if isinstance(result, Failure):
             self.log.warn(
                 "could not declare {where} again: {reason}",
+                event="rabbitmq.declare_failed",
                 where=self._topology.describe(),
                 reason=describe_error(result),
             )
@@ -590,6 +621,7 @@ class Publisher(Service):
             self._unroutable = True
             self.log.warn(
                 "{reason}{declared}; sending them again with backoff (up to 30 s) until a queue takes them",
+                event="rabbitmq.unroutable",
                 reason=self.last_error,
                 declared="; declared the topology again" if self._topology.declare else "",
             )
@@ -609,7 +641,7 @@ class Publisher(Service):
         if not self._resent and not self._parked and self._unroutable:
             self._unroutable = False
             self._return_backoff.reset()
-            self.log.info("returned events were delivered; routing works again")
+            self.log.info("returned events were delivered; routing works again", event="rabbitmq.routable")
 
     def _cancel_unpark(self) -> None:
         if self._unpark_call is not None and self._unpark_call.active():

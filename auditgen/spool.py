@@ -256,7 +256,12 @@ class Spool:
     def _written(self, result: list[int] | Failure, batch: _Pending) -> None:
         self._busy = False
         if isinstance(result, Failure):
-            self.log.failure("the spool could not write {count} events", result, count=len(batch.inserts))
+            self.log.failure(
+                "the spool could not write {count} events",
+                result,
+                event="spool.write_failed",
+                count=len(batch.inserts),
+            )
             error = SpoolError(f"could not write the spool at {self.path}: {result.getErrorMessage()}")
             for waiter in batch.waiters:
                 waiter.errback(error)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from auditgen.catalogs import load_catalog
 from auditgen.config import SPECS, ConfigError, Settings, load_settings, read_dotenv
@@ -70,10 +71,17 @@ class AuditgenService(MultiService):
     once every child stopped we clear the recorded signal and twistd exits 0.
     """
 
-    def __init__(self, reactor: Any, api: Any) -> None:
+    def __init__(self, reactor: Any, api: Any, log_observer: ILogObserver | None = None) -> None:
         super().__init__()
         self._reactor = reactor
         self._api = api
+        self._log_observer = log_observer
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Under twistd the parent is the application: its ILogObserver is the one twistd starts with."""
+        if self._log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self._log_observer)
+        super().setServiceParent(parent)
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())
@@ -102,6 +110,7 @@ def makeService(options: Options) -> IService:
     from auditgen.events import EventFactory, seeded_rng
     from auditgen.generator import Generator
     from auditgen.groundtruth import GroundTruth
+    from auditgen.logs import twistd_observer
     from auditgen.metrics import Metrics, metrics_site
     from auditgen.outbox import Outbox, OutboxService
     from auditgen.scenario_mix import ScenarioMix
@@ -159,7 +168,9 @@ def makeService(options: Options) -> IService:
         scenarios=scenarios,
         token=s.api_token,
     )
-    root = AuditgenService(reactor, api)
+    # options.parent is twistd's own options (--logfile, --nodaemon, ...), absent outside twistd.
+    log_observer = twistd_observer(getattr(options, "parent", None), s.log_format, s.log_level)
+    root = AuditgenService(reactor, api, log_observer)
     root.addService(_listen(reactor, s.app_host, s.app_port, api.site()))
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)
@@ -231,6 +242,7 @@ def _warn_about_secrets(s: Settings) -> None:
         log.warn(
             "{option} was given on the command line, where any user of this machine can read it in the "
             "process list; give it in the environment or in a file (see README, Security)",
+            event="config.secret_on_command_line",
             option=option,
         )
     if s.broker.tls and not s.tls_verify_hostname:
@@ -238,5 +250,6 @@ def _warn_about_secrets(s: Settings) -> None:
             "RABBITMQ_TLS_VERIFY_HOSTNAME is false: the broker's certificate is checked against the CAs "
             "but not against its host name {host!r}, so any host with a certificate from those CAs can "
             "pose as the broker",
+            event="config.tls_hostname_unchecked",
             host=s.broker.host,
         )

@@ -336,6 +336,12 @@ class AuditAPI:
             },
         )
 
+    @app.route("/livez", methods=["GET"])
+    def livez(self, request: IRequest) -> bytes:
+        """200 whenever the reactor answers: a liveness probe that a broker outage does not fail (a
+        restart would not bring the broker back), unlike /healthz, which is for readiness."""
+        return json_response(request, 200, {"status": "alive"})
+
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> bytes:
         """The same metrics as the metrics port, for scrapers of the service this one replaces."""
@@ -374,5 +380,7 @@ class AuditAPI:
 
     @app.handle_errors(Exception)
     def internal_error(self, request: IRequest, failure: Failure) -> bytes:
-        self.log.failure("unhandled error answering {path}", failure, path=request.path)
+        self.log.failure(
+            "unhandled error answering {path}", failure, event="api.internal_error", path=request.path
+        )
         return json_response(request, 500, {"error": "internal error; see the service log"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +94,29 @@ async def _get_json(url: str) -> tuple[int, Any]:
     return response.code, json.loads(await response.text())
 
 
+def start_foreground(cwd: Path, queue: str, *args: str) -> subprocess.Popen[str]:
+    """`twistd -n auditgen` on the test broker and queue, its log (stdout and stderr) in a pipe."""
+    return subprocess.Popen(
+        [
+            TWISTD, "-n", "--pidfile=", "auditgen", *args,
+            f"--rabbitmq-host={BROKER_HOST}", f"--rabbitmq-port={BROKER_PORT}", f"--rabbitmq-queue={queue}",
+        ],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+
+
+async def _healthy(process: subprocess.Popen[str], app_port: int) -> bool:
+    """Whether the service answers /healthz with 200; fails the test if twistd exited."""
+    assert process.poll() is None, "twistd exited"
+    try:
+        return (await _get_json(f"http://127.0.0.1:{app_port}/healthz"))[0] == 200
+    except (ConnectionError, ConnectError):
+        return False
+
+
 async def _metric(port: int, name: str) -> float:
     """One unlabelled sample from the service's metrics port (0 if absent)."""
     text = await (await treq.get(f"http://127.0.0.1:{port}/metrics", persistent=False)).text()
@@ -106,28 +130,12 @@ async def test_twistd_runs_the_service_and_sigterm_stops_it(tmp_path: Path, queu
     """In the foreground: /healthz turns 200, a triggered, a bulk and generated events (rate mode) reach the
     queue, the achieved rate is reported, and SIGTERM exits 0."""
     app_port, metrics_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            TWISTD, "-n", "--pidfile=", "auditgen",
-            f"--app-port={app_port}", f"--prometheus-port={metrics_port}", "--rate=200", "--confirm-wait=10",
-            f"--rabbitmq-host={BROKER_HOST}", f"--rabbitmq-port={BROKER_PORT}",
-            f"--rabbitmq-queue={queue_name}",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    process = start_foreground(
+        tmp_path, queue_name, f"--app-port={app_port}", f"--prometheus-port={metrics_port}", "--rate=200",
+        "--confirm-wait=10",
     )  # fmt: skip
     try:
-
-        async def healthy() -> bool:
-            assert process.poll() is None, "twistd exited"
-            try:
-                return (await _get_json(f"http://127.0.0.1:{app_port}/healthz"))[0] == 200
-            except (ConnectionError, ConnectError):
-                return False
-
-        await wait_for(healthy, timeout=30, what="/healthz to answer 200")
+        await wait_for(lambda: _healthy(process, app_port), timeout=30, what="/healthz to answer 200")
         response = await treq.post(
             f"http://127.0.0.1:{app_port}/generate_event",
             json={"event_type": "user_login", "user_id": "twistd-test"},
@@ -171,23 +179,25 @@ async def test_twistd_runs_the_service_and_sigterm_stops_it(tmp_path: Path, queu
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("log_format", ["text", "json"])
 @pytest_twisted.ensureDeferred
-async def test_twistd_daemonizes_with_pidfile_and_logfile(tmp_path: Path) -> None:
-    """Plain `twistd auditgen` detaches, writes its pidfile and log, and SIGTERM ends it."""
+async def test_twistd_daemonizes_with_pidfile_and_logfile(tmp_path: Path, log_format: str) -> None:
+    """Plain `twistd auditgen` detaches, writes its pidfile and log, and SIGTERM ends it; with
+    AUDITGEN_LOG_FORMAT=json the log file holds only JSON lines, twistd's own start and stop included."""
     app_port, metrics_port = free_port(), free_port()
     pidfile, logfile = tmp_path / "auditgen.pid", tmp_path / "auditgen.log"
     result = run_twistd(
         f"--pidfile={pidfile}", f"--logfile={logfile}", "auditgen",
         f"--app-port={app_port}", f"--prometheus-port={metrics_port}", "--interval=0",
         cwd=tmp_path,
+        env={"AUDITGEN_LOG_FORMAT": log_format},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     await wait_for(pidfile.exists, timeout=20, what="the pidfile")
     pid = int(pidfile.read_text())
+    connected = "connected to RabbitMQ" if log_format == "text" else '"event": "rabbitmq.connected"'
     try:
-        await wait_for(
-            lambda: "connected to RabbitMQ" in logfile.read_text(), timeout=20, what="the connect line"
-        )
+        await wait_for(lambda: connected in logfile.read_text(), timeout=20, what="the connect line")
     finally:
         os.kill(pid, signal.SIGTERM)
 
@@ -201,3 +211,53 @@ async def test_twistd_daemonizes_with_pidfile_and_logfile(tmp_path: Path) -> Non
     await wait_for(gone, timeout=20, what="the daemon to exit")
     assert not pidfile.exists()
     assert "Main loop terminated" in logfile.read_text()
+    if log_format == "json":
+        records = [json.loads(line) for line in logfile.read_text().splitlines()]
+        events = [r["event"] for r in records]
+        assert events.count("rabbitmq.connected") == 1
+        assert events[0].startswith("twistd {version}")
+        assert events[-1] == "Server Shut Down."
+
+
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[[^]]+\] ")
+
+
+async def _run_until_connected_then_stop(process: subprocess.Popen[str], app_port: int) -> None:
+    """Wait for /healthz 200 (the connected line is out by then), then stop the service with SIGTERM."""
+    try:
+        await wait_for(lambda: _healthy(process, app_port), timeout=30, what="/healthz to answer 200")
+        process.send_signal(signal.SIGTERM)
+        await wait_for(lambda: process.poll() is not None, timeout=20, what="twistd to exit")
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest_twisted.ensureDeferred
+async def test_foreground_log_lines_in_each_format(tmp_path: Path, queue_name: str, log_format: str) -> None:
+    """`twistd -n auditgen --log-format=F` to stdout: json gives only JSON objects with time, level,
+    namespace, event and message, text gives twistd's classic lines (the default, unchanged); either
+    way the connected line appears once."""
+    app_port, metrics_port = free_port(), free_port()
+    format_option = [] if log_format == "text" else [f"--log-format={log_format}"]
+    process = start_foreground(
+        tmp_path, queue_name, *format_option, f"--app-port={app_port}", f"--prometheus-port={metrics_port}",
+        "--rate=50",
+    )  # fmt: skip
+    await _run_until_connected_then_stop(process, app_port)
+    lines = process.communicate()[0].splitlines()
+    assert process.returncode == 0, lines
+    if log_format == "text":
+        assert lines and all(TEXT_LINE.match(line) for line in lines), lines
+        assert sum("connected to RabbitMQ" in line for line in lines) == 1
+        return
+    records = [json.loads(line) for line in lines]
+    assert all({"time", "level", "namespace", "event", "message"} <= set(r) for r in records), records
+    assert all(r["time"].endswith("Z") for r in records)
+    connected = [r for r in records if r["event"] == "rabbitmq.connected"]
+    assert len(connected) == 1, records
+    assert connected[0]["queue"] == queue_name
+    assert connected[0]["namespace"] == "auditgen.publisher.Publisher"
+    assert "debug" not in {r["level"] for r in records}

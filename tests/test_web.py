@@ -546,3 +546,16 @@ def test_bulk_that_does_not_fit_is_refused_whole() -> None:
         "audit_events_generator_dropped_total", {"reason": "outbox_full"}
     )
     assert dropped == 100
+
+
+def test_livez_answers_200_whatever_the_broker_and_while_stopping() -> None:
+    """The liveness probe says only that the process answers: 200 with the broker down, blocked, or
+    during a graceful stop, so an orchestrator never restarts auditgen for the broker's sake."""
+    h = Harness()
+    h.health.connected = False
+    h.health.blocked = True
+    h.api.closing = True
+    code, body, headers = h.answer(h.request("GET", "/livez"))
+    assert (code, body) == (200, {"status": "alive"})
+    assert headers.getRawHeaders("content-type") == ["application/json"]
+    assert h.answer(h.request("POST", "/livez"))[0] == 405
