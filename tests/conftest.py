@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -90,13 +91,22 @@ def drain_queue(queue: str) -> list[tuple[Any, bytes]]:
         conn.close()
 
 
+@contextlib.contextmanager
+def fresh_queue(prefix: str = "auditgen-test") -> Iterator[str]:
+    """A fresh queue name on the shared broker; the queue is deleted afterwards."""
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        conn = blocking_connection()
+        try:
+            conn.channel().queue_delete(name)
+        finally:
+            conn.close()
+
+
 @pytest.fixture
 def queue_name() -> Iterator[str]:
     """A fresh queue name on the shared broker, deleted after the test."""
-    name = f"auditgen-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    conn = blocking_connection()
-    try:
-        conn.channel().queue_delete(name)
-    finally:
-        conn.close()
+    with fresh_queue() as name:
+        yield name

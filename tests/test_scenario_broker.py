@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,19 +22,14 @@ from auditgen.publisher import Backoff, Publisher
 from auditgen.scenarios import ScenarioRunner
 from auditgen.web import AuditAPI
 from tests import detect
-from tests.conftest import BROKER_HOST, BROKER_PORT, blocking_connection, drain_queue, reactor, wait_for
+from tests.conftest import BROKER_HOST, BROKER_PORT, drain_queue, fresh_queue, reactor, wait_for
 
 
 @pytest.fixture
 def truth_queue() -> Iterator[str]:
     """A second fresh queue on the shared broker, deleted after the test."""
-    name = f"auditgen-test-truth-{uuid.uuid4().hex[:12]}"
-    yield name
-    conn = blocking_connection()
-    try:
-        conn.channel().queue_delete(name)
-    finally:
-        conn.close()
+    with fresh_queue("auditgen-test-truth") as name:
+        yield name
 
 
 def publisher(queue: str, outbox: Outbox, metrics: Metrics) -> Publisher:
