@@ -9,7 +9,8 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.application.service import IService, MultiService, Service
@@ -125,6 +126,8 @@ def makeService(options: Options) -> IService:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     s = options.settings
     _warn_about_secrets(s)
+    if s.secret_options:
+        _hide_from_process_title(s.secret_options)
     clock: Any = reactor
     metrics = Metrics(max_series=s.metrics_max_series)
     spool = Spool(s.spool_dir, reactor) if s.spool_dir else None
@@ -240,8 +243,9 @@ def _warn_about_secrets(s: Settings) -> None:
     log = Logger()
     for option in s.secret_options:
         log.warn(
-            "{option} was given on the command line, where any user of this machine can read it in the "
-            "process list; give it in the environment or in a file (see README, Security)",
+            "{option} was given on the command line: it is now hidden from the process list, but any user "
+            "of this machine could read it there until now, and shell history keeps it; give it in the "
+            "environment or in a file (see README, Security)",
             event="config.secret_on_command_line",
             option=option,
         )
@@ -253,3 +257,29 @@ def _warn_about_secrets(s: Settings) -> None:
             event="config.tls_hostname_unchecked",
             host=s.broker.host,
         )
+
+
+def hidden_argv(argv: Sequence[str], options: Sequence[str]) -> list[str]:
+    """argv with the values of these options (--opt=value or --opt value) replaced by ***."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if hide_next:
+            shown.append("***")
+        elif name in options and "=" in arg:
+            shown.append(f"{name}=***")
+        else:
+            shown.append(arg)
+        hide_next = arg in options
+    return shown
+
+
+def _hide_from_process_title(options: Sequence[str]) -> None:
+    """A secret given as an option is in /proc/<pid>/cmdline, which every user can read: rewrite it.
+
+    setproctitle overwrites the process's own argv memory, which is what ps and /proc show.
+    """
+    import setproctitle
+
+    setproctitle.setproctitle(" ".join(hidden_argv(sys.argv, options)))

@@ -185,11 +185,15 @@ async def test_no_secret_in_logs_answers_metrics_or_process_title(
 async def test_a_secret_on_the_command_line_is_warned_about(
     tmp_path: Path, queue_name: str, runs: list[Run]
 ) -> None:
-    """--api-token=... is in the process list for every user to read: the log says so (without the value)."""
+    """--api-token=... would be in the process list for every user to read: the service rewrites its
+    process title without the value, and the log says so (without the value)."""
     token = f"tok-{uuid.uuid4().hex}"
     run = Run(tmp_path, queue_name, {}, f"--api-token={token}")
     runs.append(run)
     await run.wait_health(200)
+    title = Path(f"/proc/{run.process.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert token not in title
+    assert "--api-token=***" in title
     log = await run.stop()
     assert "--api-token was given on the command line" in log
     assert token not in log

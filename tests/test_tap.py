@@ -107,3 +107,14 @@ def test_ports_listen_on_the_configured_address() -> None:
         assert isinstance(service.endpoint, kind)
         assert reactor.tcpServers[-1][0] == 5000
         assert reactor.tcpServers[-1][3] == host
+
+
+def test_secret_option_values_are_hidden_from_the_process_title() -> None:
+    """Both spellings of a secret option lose their value; other arguments are kept as they were."""
+    from auditgen.tap import hidden_argv
+
+    argv = ["twistd", "-n", "auditgen", "--api-token=s3cret", "--rabbitmq-pass", "pw", "--app-port=1"]
+    assert hidden_argv(argv, ["--api-token", "--rabbitmq-pass"]) == [
+        "twistd", "-n", "auditgen", "--api-token=***", "--rabbitmq-pass", "***", "--app-port=1",
+    ]  # fmt: skip
+    assert hidden_argv(argv, []) == argv
