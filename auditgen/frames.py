@@ -26,6 +26,7 @@ _TYPE = 1 << 5
 _APP_ID = 1 << 3
 _FLAGS = _CONTENT_TYPE | _DELIVERY_MODE | _MESSAGE_ID | _TIMESTAMP | _TYPE | _APP_ID
 _PERSISTENT = 2
+_MANDATORY = b"\x01"  # a message no queue takes comes back as Basic.Return (see Publisher._on_return)
 _MAX_CACHED_KEYS = 10_000  # keys from caller-chosen fields are unbounded: past this, frames are not kept
 
 
@@ -42,7 +43,8 @@ def _frame(kind: int, channel: int, payload: bytes) -> bytes:
 
 
 class PublishFrames:
-    """Marshals persistent JSON messages for one channel and exchange; `routing_key` is the default key."""
+    """Marshals persistent, mandatory JSON messages for one channel and exchange; `routing_key` is the
+    default key."""
 
     def __init__(
         self,
@@ -51,26 +53,21 @@ class PublishFrames:
         routing_key: str,
         app_id: str,
         frame_max: int,
-        content_type: str = "application/json",
-        mandatory: bool = True,
     ) -> None:
         if frame_max <= _FRAME_OVERHEAD:
             raise ValueError(f"frame_max {frame_max} leaves no room for a body")
         self._channel = channel
         self._body_max = frame_max - _FRAME_OVERHEAD
         self._publish = struct.pack(">HHH", _BASIC_CLASS, _BASIC_PUBLISH, 0) + _shortstr(exchange)
-        self._mandatory = bytes((1 if mandatory else 0,))
         self._methods: dict[str | None, bytes] = {}
         self._methods[None] = self._method(routing_key)
-        self._content_type = _shortstr(content_type) + bytes((_PERSISTENT,))
+        self._content_type = _shortstr("application/json") + bytes((_PERSISTENT,))
         self._app_id = _shortstr(app_id)
         self._header_start = struct.pack(">BH", _FRAME_HEADER, channel)
         self._body_start = struct.pack(">BH", _FRAME_BODY, channel)
 
     def _method(self, routing_key: str) -> bytes:
-        method = _frame(
-            _FRAME_METHOD, self._channel, self._publish + _shortstr(routing_key) + self._mandatory
-        )
+        method = _frame(_FRAME_METHOD, self._channel, self._publish + _shortstr(routing_key) + _MANDATORY)
         if len(self._methods) < _MAX_CACHED_KEYS:
             self._methods[routing_key] = method
         return method

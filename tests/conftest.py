@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -15,6 +14,7 @@ import pytest_twisted
 from twisted.internet import reactor as _reactor
 from twisted.internet.task import deferLater
 
+from tests.broker import free_port as free_port  # re-exported: tests import it from here
 from tests.broker import poll
 
 reactor: Any = _reactor
@@ -59,14 +59,6 @@ async def reactor_is_left_clean() -> AsyncIterator[None]:
         if call.active() and call not in calls:
             call.cancel()
     assert not left, "the test left these behind on the reactor:\n" + "\n".join(left)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def blocking_connection() -> pika.BlockingConnection:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import connectionDone
 from twisted.protocols import portforward
 from twisted.python.failure import Failure
+
+from tests.broker import poll
 
 
 class _Server(portforward.ProxyServer):
@@ -58,7 +59,5 @@ class Proxy:
         """Refuse and cut, and wait until every proxied socket is gone."""
         await self.refuse()
         self.cut()
-        while self.connections:
-            d: Deferred[None] = Deferred()
-            self._reactor.callLater(0.01, d.callback, None)
-            await d
+        gone = "the proxied sockets to close"
+        await poll(self._reactor, lambda: not self.connections, 10, gone, every=0.01)

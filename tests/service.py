@@ -40,6 +40,8 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 
+from auditgen.metrics import OVERFLOW
+from auditgen.spool import FILENAME
 from tests.broker import HOST, free_port, poll
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -47,7 +49,6 @@ GENERATED = "audit-event-generator"  # source_service of the service's own gener
 TRIGGERED = "audit-event-generator-api"  # source_service of events posted to /generate_event
 LOAD_HOSTNAME = "fault-load.test"  # server_hostname of our posted events, so the metrics tell them apart
 EVENTS_TOTAL = "audit_events_generator_events_total"
-SPOOL_FILE = "outbox.sqlite3"
 JSON_HEADERS: dict[bytes | str, bytes | str] = {b"content-type": b"application/json"}
 
 
@@ -86,7 +87,7 @@ class Metrics:
 
     def overflowed(self) -> float:
         """Events counted under the overflow label set (beyond --metrics-max-series): not attributable."""
-        return self.total(EVENTS_TOTAL, server_hostname="_overflow")
+        return self.total(EVENTS_TOTAL, server_hostname=OVERFLOW)
 
     def accepted(self) -> tuple[float, float]:
         """(triggered by our load, generated): events_total split by our load's server_hostname.
@@ -271,7 +272,7 @@ class Service:
         """The event_ids left in the spool file, read-only; only while no run has it open."""
         if self.spool_dir is None:
             return []
-        path = self.spool_dir / SPOOL_FILE
+        path = self.spool_dir / FILENAME
         if not path.exists():
             return []
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

@@ -70,20 +70,19 @@ class Rig:
     async def add(self, n: int) -> list[Entry]:
         return list(await defer.gatherResults([self.outbox.add(FACTORY.generate()) for _ in range(n)]))
 
+    def take_all(self) -> list[Entry]:
+        """Play the publisher: everything waiting, in the order it would be sent (now in flight)."""
+        taken = []
+        while (entry := self.outbox.take()) is not None:
+            taken.append(entry)
+        return taken
+
     def ack_all(self) -> list[Entry]:
         """Play the broker: everything waiting is published and confirmed."""
-        acked = []
-        while (entry := self.outbox.take()) is not None:
+        acked = self.take_all()
+        for entry in acked:
             self.outbox.settle(entry)
-            acked.append(entry)
         return acked
-
-    def waiting_ids(self) -> list[str]:
-        ids = []
-        while (entry := self.outbox.take()) is not None:
-            ids.append(entry.event_id)
-        self.outbox.retry([])
-        return ids
 
 
 @pytest_twisted.ensureDeferred
@@ -118,10 +117,7 @@ async def test_leftovers_are_published_first_in_order(tmp_path: Path) -> None:
     await second.start()
     new_entry = [await pending]
     assert second.metrics.registry.get_sample_value("audit_events_generator_spool_replayed_total") == 29
-    order = []
-    while (entry := second.outbox.take()) is not None:
-        order.append(entry.event_id)
-        second.outbox.settle(entry)
+    order = [e.event_id for e in second.ack_all()]
     assert order == [e.event_id for e in old[1:]] + [new_entry[0].event_id]
     await second.service.stopService()
     assert rows_on_disk(tmp_path) == []
@@ -174,7 +170,7 @@ async def test_a_torn_write_at_the_tail_does_not_stop_start_up(tmp_path: Path) -
 
     after = Rig(crashed)
     await after.start()
-    assert after.waiting_ids() == [e.event_id for e in committed]
+    assert [e.event_id for e in after.take_all()] == [e.event_id for e in committed]
     await after.add(1)
 
 
@@ -222,9 +218,7 @@ async def test_routing_keys_are_kept_in_the_spool(tmp_path: Path) -> None:
 
     second = Rig(tmp_path, routing=RoutingKey("other.{severity}"))
     await second.start()
-    restored = []
-    while (entry := second.outbox.take()) is not None:
-        restored.append(entry)
+    restored = second.take_all()
     assert [(e.event_id, e.routing_key) for e in restored] == [(e.event_id, e.routing_key) for e in old]
 
 
@@ -259,9 +253,7 @@ async def test_a_spool_file_of_an_older_version_is_migrated(tmp_path: Path) -> N
     await rig.start()
     assert not list(tmp_path.glob(f"{FILENAME}.damaged-*")), "migrated, not set aside as damaged"
     new = await rig.add(1)
-    order = []
-    while (entry := rig.outbox.take()) is not None:
-        order.append((entry.event_id, entry.routing_key))
+    order = [(e.event_id, e.routing_key) for e in rig.take_all()]
     assert order == [(e["event_id"], f"audit.{e['event_type']}.{e['user_id']}") for e in events] + [
         (new[0].event_id, new[0].routing_key)
     ]

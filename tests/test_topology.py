@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +20,15 @@ from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox
 from auditgen.publisher import Backoff, Publisher
 from auditgen.routing import RoutingKey, Topology
-from tests.conftest import BROKER_HOST, BROKER_PORT, blocking_connection, drain_queue, reactor, wait_for
+from tests.conftest import (
+    BROKER_HOST,
+    BROKER_PORT,
+    blocking_connection,
+    drain_queue,
+    fresh_queue,
+    reactor,
+    wait_for,
+)
 from tests.proxy import Proxy
 
 FACTORY = EventFactory(Catalog.builtin())
@@ -69,24 +76,13 @@ def _blocking(*work: Any) -> None:
         conn.close()
 
 
-def _delete_quietly(channel_call: Any) -> None:
-    with contextlib.suppress(ChannelClosedByBroker):
-        _blocking(channel_call)
-
-
 @pytest.fixture
 def names() -> Iterator[dict[str, str]]:
     """Fresh exchange and queue names on the shared broker, deleted after the test."""
-    tag = uuid.uuid4().hex[:10]
-    made = {
-        "exchange": f"auditgen-test-x-{tag}",
-        "queue": f"auditgen-test-{tag}",
-        "other": f"auditgen-test-o-{tag}",
-    }
-    yield made
-    _delete_quietly(lambda ch: ch.queue_delete(made["queue"]))
-    _delete_quietly(lambda ch: ch.queue_delete(made["other"]))
-    _delete_quietly(lambda ch: ch.exchange_delete(made["exchange"]))
+    with fresh_queue() as queue, fresh_queue("auditgen-test-o") as other:
+        exchange = f"auditgen-test-x-{uuid.uuid4().hex[:10]}"
+        yield {"exchange": exchange, "queue": queue, "other": other}
+        _blocking(lambda ch: ch.exchange_delete(exchange))
 
 
 def _confirmed(entries: list[Entry]) -> defer.Deferred[list[None]]:
