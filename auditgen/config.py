@@ -186,11 +186,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _rate(text: str) -> float:
-    value = _number(text, "events per second")
-    if not 0.01 <= value <= MAX_RATE:
-        raise ValueError(f"expected events per second from 0.01 to {MAX_RATE}")
-    return value
+def _number_from(what: str, low: float, high: float) -> Callable[[str], float]:
+    """A parser of a number from low to high, both included (NaN and infinity are outside)."""
+
+    def parse(text: str) -> float:
+        value = _number(text, what)
+        if not low <= value <= high:
+            raise ValueError(f"expected {what} from {low} to {high}")
+        return value
+
+    return parse
 
 
 def _text(text: str) -> str:
@@ -214,13 +219,6 @@ def _directory(text: str) -> str:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"does not exist and cannot be created ({parent} is not writable)")
     return str(path)
-
-
-def _share(text: str) -> float:
-    value = _number(text, "a share of events")
-    if not 0 <= value <= 1:
-        raise ValueError("expected a share of events from 0 to 1")
-    return value
 
 
 def _session_count(text: str) -> int:
@@ -269,13 +267,6 @@ def _bool(text: str) -> bool:
     if value in ("false", "no", "0", "off"):
         return False
     raise ValueError("expected true or false")
-
-
-def _scenario_rate(text: str) -> float:
-    value = _number(text, "scenarios per 1,000 events")
-    if not 0 <= value <= MAX_SCENARIO_RATE:
-        raise ValueError(f"expected scenarios per 1,000 events from 0 to {MAX_SCENARIO_RATE}")
-    return value
 
 
 def _exchange(text: str) -> str:
@@ -415,7 +406,7 @@ SPECS: tuple[Spec, ...] = (
         "AUDITGEN_RATE",
         "rate",
         None,
-        _rate,
+        _number_from("events per second", 0.01, MAX_RATE),
         "Events per second to generate (0.01 to 100000); overrides EVENT_GENERATION_INTERVAL_SECONDS.",
     ),
     Spec(
@@ -511,7 +502,7 @@ SPECS: tuple[Spec, ...] = (
         "AUDITGEN_SESSION_SHARE",
         "session-share",
         "0.3",
-        _share,
+        _number_from("a share of events", 0, 1),
         "Share of generated events (0 to 1) that are steps of stateful sessions; 0 turns sessions off.",
     ),
     Spec(
@@ -591,7 +582,7 @@ SPECS: tuple[Spec, ...] = (
         "AUDITGEN_SCENARIO_RATE",
         "scenario-rate",
         "0",
-        _scenario_rate,
+        _number_from("scenarios per 1,000 events", 0, MAX_SCENARIO_RATE),
         "Scenarios started per 1,000 generated events (0 to 1000, a number); 0: none.",
     ),
     Spec(
