@@ -339,6 +339,46 @@ def _token_file(text: str) -> str:
     return _token(_secret_file(text))
 
 
+def _parse_url(url: str) -> Broker:
+    """Read an amqp(s):// URL the way RabbitMQ documents it: vhost is the percent-decoded path."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"malformed URL ({e})") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ValueError("expected a URL starting with amqp:// or amqps://")
+    if not parts.hostname:
+        raise ValueError("the URL names no host")
+    if parts.query or parts.fragment:
+        raise ValueError("query parameters and fragments are not supported in the URL")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    tls = parts.scheme == "amqps"
+    return Broker(
+        host=parts.hostname,
+        port=port or (5671 if tls else 5672),
+        user=unquote(parts.username) if parts.username is not None else "guest",
+        password=unquote(parts.password) if parts.password is not None else "guest",
+        vhost=unquote(path) if path else "/",
+        tls=tls,
+    )
+
+
+def _parse_urls(text: str) -> tuple[Broker, ...]:
+    """A comma-separated list of URLs, the nodes of one cluster; an error says which one is wrong."""
+    items = text.split(",")
+    brokers = []
+    for n, item in enumerate(items, 1):
+        which = f"URL {n} of {len(items)}: " if len(items) > 1 else ""
+        if not item.strip():
+            raise ValueError(f"{which}empty; expected a comma-separated list of amqp:// or amqps:// URLs")
+        try:
+            brokers.append(_parse_url(item))
+        except ValueError as e:
+            raise ValueError(f"{which}{e}") from None
+    return tuple(brokers)
+
+
 @dataclass(frozen=True)
 class Spec:
     """One setting: its environment variable, its twistd option, how to parse it and what it means."""
@@ -371,7 +411,7 @@ SPECS: tuple[Spec, ...] = (
         "RABBITMQ_URL",
         "rabbitmq-url",
         None,
-        _any_text,
+        _parse_urls,
         "amqp:// or amqps:// URL, or a comma-separated list (cluster nodes, tried in turn); overrides "
         "host, port, user, password and vhost.",
         secret=True,
@@ -722,46 +762,6 @@ SPECS: tuple[Spec, ...] = (
 _BROKER_KEYS = ("host", "port", "user", "password", "vhost")
 
 
-def _parse_url(url: str) -> Broker:
-    """Read an amqp(s):// URL the way RabbitMQ documents it: vhost is the percent-decoded path."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as e:
-        raise ValueError(f"malformed URL ({e})") from None
-    if parts.scheme not in ("amqp", "amqps"):
-        raise ValueError("expected a URL starting with amqp:// or amqps://")
-    if not parts.hostname:
-        raise ValueError("the URL names no host")
-    if parts.query or parts.fragment:
-        raise ValueError("query parameters and fragments are not supported in the URL")
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    tls = parts.scheme == "amqps"
-    return Broker(
-        host=parts.hostname,
-        port=port or (5671 if tls else 5672),
-        user=unquote(parts.username) if parts.username is not None else "guest",
-        password=unquote(parts.password) if parts.password is not None else "guest",
-        vhost=unquote(path) if path else "/",
-        tls=tls,
-    )
-
-
-def _parse_urls(text: str) -> tuple[Broker, ...]:
-    """A comma-separated list of URLs, the nodes of one cluster; an error says which one is wrong."""
-    items = text.split(",")
-    brokers = []
-    for n, item in enumerate(items, 1):
-        which = f"URL {n} of {len(items)}: " if len(items) > 1 else ""
-        if not item.strip():
-            raise ValueError(f"{which}empty; expected a comma-separated list of amqp:// or amqps:// URLs")
-        try:
-            brokers.append(_parse_url(item))
-        except ValueError as e:
-            raise ValueError(f"{which}{e}") from None
-    return tuple(brokers)
-
-
 def _redact_url(raw: str) -> str:
     try:
         parts = urlsplit(raw)
@@ -814,7 +814,7 @@ def load_settings(
             values[spec.key] = None
             continue
         try:
-            values[spec.key] = _parse_urls(raw) if spec.key == "url" else spec.parse(raw)
+            values[spec.key] = spec.parse(raw)
         except ValueError as e:
             raise ConfigError(f"invalid {source}: {_redact(spec, raw)!r}: {e}") from None
         if spec.key == "url":
