@@ -186,11 +186,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _rate(text: str) -> float:
-    value = _number(text, "events per second")
-    if not 0.01 <= value <= MAX_RATE:
-        raise ValueError(f"expected events per second from 0.01 to {MAX_RATE}")
-    return value
+def _number_from(what: str, low: float, high: float) -> Callable[[str], float]:
+    """A parser of a number from low to high, both included (NaN and infinity are outside)."""
+
+    def parse(text: str) -> float:
+        value = _number(text, what)
+        if not low <= value <= high:
+            raise ValueError(f"expected {what} from {low} to {high}")
+        return value
+
+    return parse
 
 
 def _text(text: str) -> str:
@@ -214,13 +219,6 @@ def _directory(text: str) -> str:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"does not exist and cannot be created ({parent} is not writable)")
     return str(path)
-
-
-def _share(text: str) -> float:
-    value = _number(text, "a share of events")
-    if not 0 <= value <= 1:
-        raise ValueError("expected a share of events from 0 to 1")
-    return value
 
 
 def _session_count(text: str) -> int:
@@ -269,13 +267,6 @@ def _bool(text: str) -> bool:
     if value in ("false", "no", "0", "off"):
         return False
     raise ValueError("expected true or false")
-
-
-def _scenario_rate(text: str) -> float:
-    value = _number(text, "scenarios per 1,000 events")
-    if not 0 <= value <= MAX_SCENARIO_RATE:
-        raise ValueError(f"expected scenarios per 1,000 events from 0 to {MAX_SCENARIO_RATE}")
-    return value
 
 
 def _exchange(text: str) -> str:
@@ -348,6 +339,46 @@ def _token_file(text: str) -> str:
     return _token(_secret_file(text))
 
 
+def _parse_url(url: str) -> Broker:
+    """Read an amqp(s):// URL the way RabbitMQ documents it: vhost is the percent-decoded path."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"malformed URL ({e})") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ValueError("expected a URL starting with amqp:// or amqps://")
+    if not parts.hostname:
+        raise ValueError("the URL names no host")
+    if parts.query or parts.fragment:
+        raise ValueError("query parameters and fragments are not supported in the URL")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    tls = parts.scheme == "amqps"
+    return Broker(
+        host=parts.hostname,
+        port=port or (5671 if tls else 5672),
+        user=unquote(parts.username) if parts.username is not None else "guest",
+        password=unquote(parts.password) if parts.password is not None else "guest",
+        vhost=unquote(path) if path else "/",
+        tls=tls,
+    )
+
+
+def _parse_urls(text: str) -> tuple[Broker, ...]:
+    """A comma-separated list of URLs, the nodes of one cluster; an error says which one is wrong."""
+    items = text.split(",")
+    brokers = []
+    for n, item in enumerate(items, 1):
+        which = f"URL {n} of {len(items)}: " if len(items) > 1 else ""
+        if not item.strip():
+            raise ValueError(f"{which}empty; expected a comma-separated list of amqp:// or amqps:// URLs")
+        try:
+            brokers.append(_parse_url(item))
+        except ValueError as e:
+            raise ValueError(f"{which}{e}") from None
+    return tuple(brokers)
+
+
 @dataclass(frozen=True)
 class Spec:
     """One setting: its environment variable, its twistd option, how to parse it and what it means."""
@@ -380,7 +411,7 @@ SPECS: tuple[Spec, ...] = (
         "RABBITMQ_URL",
         "rabbitmq-url",
         None,
-        _any_text,
+        _parse_urls,
         "amqp:// or amqps:// URL, or a comma-separated list (cluster nodes, tried in turn); overrides "
         "host, port, user, password and vhost.",
         secret=True,
@@ -415,7 +446,7 @@ SPECS: tuple[Spec, ...] = (
         "AUDITGEN_RATE",
         "rate",
         None,
-        _rate,
+        _number_from("events per second", 0.01, MAX_RATE),
         "Events per second to generate (0.01 to 100000); overrides EVENT_GENERATION_INTERVAL_SECONDS.",
     ),
     Spec(
@@ -511,7 +542,7 @@ SPECS: tuple[Spec, ...] = (
         "AUDITGEN_SESSION_SHARE",
         "session-share",
         "0.3",
-        _share,
+        _number_from("a share of events", 0, 1),
         "Share of generated events (0 to 1) that are steps of stateful sessions; 0 turns sessions off.",
     ),
     Spec(
@@ -591,7 +622,7 @@ SPECS: tuple[Spec, ...] = (
         "AUDITGEN_SCENARIO_RATE",
         "scenario-rate",
         "0",
-        _scenario_rate,
+        _number_from("scenarios per 1,000 events", 0, MAX_SCENARIO_RATE),
         "Scenarios started per 1,000 generated events (0 to 1000, a number); 0: none.",
     ),
     Spec(
@@ -731,46 +762,6 @@ SPECS: tuple[Spec, ...] = (
 _BROKER_KEYS = ("host", "port", "user", "password", "vhost")
 
 
-def _parse_url(url: str) -> Broker:
-    """Read an amqp(s):// URL the way RabbitMQ documents it: vhost is the percent-decoded path."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as e:
-        raise ValueError(f"malformed URL ({e})") from None
-    if parts.scheme not in ("amqp", "amqps"):
-        raise ValueError("expected a URL starting with amqp:// or amqps://")
-    if not parts.hostname:
-        raise ValueError("the URL names no host")
-    if parts.query or parts.fragment:
-        raise ValueError("query parameters and fragments are not supported in the URL")
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    tls = parts.scheme == "amqps"
-    return Broker(
-        host=parts.hostname,
-        port=port or (5671 if tls else 5672),
-        user=unquote(parts.username) if parts.username is not None else "guest",
-        password=unquote(parts.password) if parts.password is not None else "guest",
-        vhost=unquote(path) if path else "/",
-        tls=tls,
-    )
-
-
-def _parse_urls(text: str) -> tuple[Broker, ...]:
-    """A comma-separated list of URLs, the nodes of one cluster; an error says which one is wrong."""
-    items = text.split(",")
-    brokers = []
-    for n, item in enumerate(items, 1):
-        which = f"URL {n} of {len(items)}: " if len(items) > 1 else ""
-        if not item.strip():
-            raise ValueError(f"{which}empty; expected a comma-separated list of amqp:// or amqps:// URLs")
-        try:
-            brokers.append(_parse_url(item))
-        except ValueError as e:
-            raise ValueError(f"{which}{e}") from None
-    return tuple(brokers)
-
-
 def _redact_url(raw: str) -> str:
     try:
         parts = urlsplit(raw)
@@ -823,7 +814,7 @@ def load_settings(
             values[spec.key] = None
             continue
         try:
-            values[spec.key] = _parse_urls(raw) if spec.key == "url" else spec.parse(raw)
+            values[spec.key] = spec.parse(raw)
         except ValueError as e:
             raise ConfigError(f"invalid {source}: {_redact(spec, raw)!r}: {e}") from None
         if spec.key == "url":

@@ -209,11 +209,14 @@ class AuditAPI:
             raise Refused(413, too_large(self.max_body_bytes))
         return body
 
-    def _all_confirmed(self, entries: list[Entry]) -> Deferred[str]:
-        """ "success" once every entry is confirmed, or "queued" when the wait is over (the rest follow)."""
-        waits = [e.confirmed for e in entries if e.confirmed is not None]
-        status: Deferred[str] = gatherResults(waits).addCallback(lambda _: "success")
+    def _status(self, confirmed: Deferred[Any]) -> Deferred[str]:
+        """ "success" once `confirmed` fires, or "queued" when the wait is over first (the rest follow)."""
+        status: Deferred[str] = confirmed.addCallback(lambda _: "success")
         return status.addTimeout(self._confirm_wait, self._clock, onTimeoutCancel=lambda _r, _t: "queued")
+
+    def _all_confirmed(self, entries: list[Entry]) -> Deferred[str]:
+        """The status of every entry at once."""
+        return self._status(gatherResults([e.confirmed for e in entries if e.confirmed is not None]))
 
     def _answer_bulk(self, entries: list[Entry], request: IRequest) -> Deferred[bytes]:
         """202 once every event is confirmed ("success") or the wait is over ("queued": the rest follow)."""
@@ -238,9 +241,7 @@ class AuditAPI:
     def _answer_when_confirmed(self, entry: Entry, request: IRequest) -> Deferred[bytes]:
         """202 success on the broker's ack; 202 queued if it does not come within the wait."""
         assert entry.confirmed is not None
-        status: Deferred[str] = entry.confirmed.addCallback(lambda _: "success")
-        status.addTimeout(self._confirm_wait, self._clock, onTimeoutCancel=lambda _r, _t: "queued")
-        return status.addCallback(
+        return self._status(entry.confirmed).addCallback(
             lambda s: json_response(request, 202, {"status": s, "event_id": entry.event_id})
         )
 

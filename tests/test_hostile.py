@@ -22,17 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 
 from auditgen import site, validation
-from auditgen.events import SERVICE_FIELDS, Catalog, EventFactory
-from auditgen.metrics import Metrics
-from auditgen.outbox import Outbox
+from auditgen.events import SERVICE_FIELDS
 from auditgen.site import ApiSite
-from auditgen.web import AuditAPI
-from tests.test_web import FakeHealth, Harness
+from tests.test_web import Harness
 
 reactor: Any = _reactor
 
@@ -99,32 +95,15 @@ class Connection:
         return int(content.seek(0, io.SEEK_END))
 
 
-class Service:
+class Service(Harness):
     """The API behind its ApiSite, on a Clock, with the broker played by the test."""
 
     def __init__(self, max_body_bytes: int = LIMIT) -> None:
-        self.clock = Clock()
-        self.metrics = Metrics()
-        self.outbox = Outbox(10, self.metrics, self.clock)
-        self.api = AuditAPI(
-            EventFactory(Catalog.builtin()),
-            self.outbox,
-            FakeHealth(),
-            self.metrics.registry,
-            self.clock,
-            max_body_bytes=max_body_bytes,
-        )
+        super().__init__(max_body_bytes=max_body_bytes)
         self.site = self.api.site(reactor=self.clock)
 
     def connect(self) -> Connection:
         return Connection(self.site)
-
-    def confirm_all(self) -> list[str]:
-        ids = []
-        while (entry := self.outbox.take()) is not None:
-            self.outbox.settle(entry)
-            ids.append(entry.event_id)
-        return ids
 
     def healthy(self) -> bool:
         """A fresh connection still gets its answer."""

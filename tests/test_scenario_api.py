@@ -7,15 +7,13 @@ import random
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
 from twisted.internet import defer
 
-from auditgen.events import Catalog, EventFactory
+from auditgen.events import Catalog
 from auditgen.groundtruth import RECORD_TYPE, GroundTruth
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.scenarios import SCENARIOS, ScenarioRunner
-from auditgen.web import AuditAPI
 from tests import detect
 from tests.test_web import JSON, FailingSpool, Harness, answered
 
@@ -26,22 +24,14 @@ class ScenarioHarness(Harness):
     def __init__(
         self, capacity: int = 100, truth_capacity: int = 10, confirm_wait: float = 1.0, spool: Any = None
     ) -> None:
+        self._truth_capacity = truth_capacity
         super().__init__(capacity=capacity, confirm_wait=confirm_wait, spool=spool)
-        self.truth = Outbox(truth_capacity, Metrics(), self.clock)
+
+    def make_scenarios(self) -> ScenarioRunner:
+        self.truth = Outbox(self._truth_capacity, Metrics(), self.clock)
         self.ground_truth = GroundTruth(self.metrics, self.clock, self.truth)
         self.ground_truth.startService()
-        runner = ScenarioRunner(Catalog.builtin(), random.Random(5), self.ground_truth)
-        self.api = AuditAPI(
-            EventFactory(Catalog.builtin()),
-            self.outbox,
-            self.health,
-            self.metrics.registry,
-            self.clock,
-            confirm_wait=confirm_wait,
-            max_body_bytes=1024,
-            scenarios=runner,
-        )
-        self.stub = StubTreq(self.api.app.resource())
+        return ScenarioRunner(Catalog.builtin(), random.Random(5), self.ground_truth)
 
     def run(self, name: str, body: bytes = b"", headers: Any = JSON) -> Any:
         return self.request("POST", f"/scenarios/{name}", body, headers)

@@ -16,6 +16,7 @@ from auditgen.events import SOURCE_API, Catalog, EventFactory
 from auditgen.generator import Generator
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
+from auditgen.scenarios import ScenarioRunner
 from auditgen.spool import SpoolError
 from auditgen.validation import MAX_DETAILS_BYTES, MAX_FIELD_NAME_CHARS, MAX_FIELDS, MAX_NESTING_DEPTH
 from auditgen.web import AuditAPI
@@ -82,12 +83,17 @@ class Harness:
             confirm_wait=confirm_wait,
             max_body_bytes=max_body_bytes,
             generator=self.generator,
+            scenarios=self.make_scenarios(),
             token=token,
         )
         self.api = api
         self.stub = StubTreq(api.resource())
         if api_site:
             serve_through_api_site(self.stub, api)
+
+    def make_scenarios(self) -> ScenarioRunner | None:
+        """The runner behind /scenarios, made once the clock, metrics and outbox exist; none here."""
+        return None
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: Any = None) -> Any:
         """Send a request and run the in-memory transport until it is answered; return the response."""
