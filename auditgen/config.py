@@ -101,6 +101,13 @@ class Settings:
         return RoutingKey(self.routing_key)
 
     @property
+    def event_routing(self) -> RoutingKey | None:
+        """The key stored with each accepted event (and in the spool): None without a template, so an event
+        takes the publisher's key when sent, the queue of the run that sends it (a spool left by a run with
+        another RABBITMQ_QUEUE goes to this run's queue, as the events it makes do)."""
+        return None if self.routing_key is None else self.routing
+
+    @property
     def topology(self) -> Topology:
         """What to declare. The binding key defaults to '#' for a topic exchange (every event), to the
         routing key for a direct one, and to '' for fanout and headers (which ignore it)."""

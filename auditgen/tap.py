@@ -132,7 +132,7 @@ def makeService(options: Options) -> IService:
     metrics = Metrics(max_series=s.metrics_max_series)
     spool = Spool(s.spool_dir, reactor) if s.spool_dir else None
     outbox = Outbox(
-        s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes, routing=s.routing
+        s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes, routing=s.event_routing
     )
     catalog = options.catalog
     factory = EventFactory(catalog, seeded_rng(s.seed, "api"))

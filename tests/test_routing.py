@@ -70,6 +70,7 @@ def test_defaults_publish_to_the_default_exchange_with_the_queue_as_key() -> Non
     """Unset, routing is as before: default exchange, routing key = queue, classic queue, declared."""
     s = load_settings({}, {"RABBITMQ_QUEUE": "q{1}"}, {})
     assert s.routing.fixed == "q{1}"
+    assert s.event_routing is None  # events take the sending run's queue, even from an older spool
     assert s.topology == Topology(queue="q{1}")
     assert s.topology.queue_arguments is None
 
@@ -166,3 +167,10 @@ def test_no_password_of_the_list_appears_in_an_error() -> None:
     message = str(info.value)
     assert "first" not in message and "second" not in message
     assert "amqp://u:***@n1,amqp://u:***@n2:bad/" in message
+
+
+def test_a_routing_key_template_is_stored_with_each_event() -> None:
+    """With RABBITMQ_ROUTING_KEY set, each event's key is computed when it is accepted (and spooled)."""
+    s = load_settings({}, {"RABBITMQ_ROUTING_KEY": "audit.{event_type}"}, {})
+    assert s.event_routing is not None
+    assert s.event_routing.render({"event_type": "user_login"}) == "audit.user_login"
