@@ -617,19 +617,16 @@ class EventFactory:
         self._rng = rng if rng is not None else random.Random()
         self._now = now if now is not None else _utc_now
 
-    def generate(self, session: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """A full random event: template chosen by weight; source_service SOURCE_GENERATED.
+    def generate(self) -> dict[str, Any]:
+        """A full random event, in no session: template chosen by weight; source_service SOURCE_GENERATED.
 
-        With a session (the event belongs to it: at least session_id, user, host, source_ip), the
-        template's session specs take their values from it.
+        Session steps are complete()d with their session (auditgen/sessions.py), so this, which runs for
+        every plain event, never looks for one.
         """
         rng = self._rng
         t = self._catalog._all.pick(rng)
         host, user = t.host(rng), t.user(rng)
-        if session is not None:
-            host = _from_session(session, t.host_from, host)
-            user = _from_session(session, t.user_from, user)
-        details = self._details(t, host, user, t.severity, t.action_result, None, session)
+        details = self._details(t, host, user, t.severity, t.action_result, None, None)
         event = self._event(SOURCE_GENERATED, host, t.event_type, t.severity, user, t.action_result, details)
         if "resource" in details:
             event["resource"] = details["resource"]
