@@ -161,6 +161,20 @@ def test_low_rates_tick_once_per_event() -> None:
     generator.stopService()
 
 
+def test_a_tick_that_fills_the_outbox_pauses_at_once_without_refusals() -> None:
+    """A tick owing more events than there is room for makes only as many as fit, and pauses then (not
+    one tick later); the outbox never has to refuse one."""
+    clock, outbox, generator = running(1000.0, capacity=5)
+    assert len(outbox) == 1 and not generator.paused
+    clock.advance(0.01)  # 10 due, room for 4
+    assert len(outbox) == 5 and generator.paused
+    dropped = outbox._metrics.registry.get_sample_value(
+        "audit_events_generator_dropped_total", {"reason": "outbox_full"}
+    )
+    assert dropped is None
+    generator.stopService()
+
+
 def test_resuming_after_a_full_outbox_makes_no_burst() -> None:
     """Events not made while paused are not made up for afterwards: memory and the broker see no spike."""
     clock, outbox, generator = running(1000.0, capacity=50)
