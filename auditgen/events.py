@@ -73,6 +73,16 @@ _SPEC_KEYS: dict[str, frozenset[str]] = {
 # What server_hostname and user_id are when a template does not say.
 _DEFAULT_HOST = {"session": "host", "default": {"choice": "@hosts"}}
 _DEFAULT_USER = {"session": "user", "default": {"choice": "@users"}}
+# How complete() fills an event type no template makes: host and user drawn (or taken from the session)
+# as for a template that does not say, the plain severity and result, no details of its own.
+_UNTEMPLATED: dict[str, Any] = {
+    "name": "(no template)",
+    "event_type": "(any other)",
+    "severity": "INFO",
+    "action_result": "SUCCESS",
+    "weight": 1,
+    "details": {},
+}
 _MAX_HEX_DIGITS = 1024
 _MAX_FLOAT_DIGITS = 15
 
@@ -518,9 +528,7 @@ class Catalog:
             by_result.setdefault((t.event_type, t.action_result), []).append(t)
         self._by_type = {k: _Group.of(v) for k, v in by_type.items()}
         self._by_result = {k: _Group.of(v) for k, v in by_result.items()}
-        compiler = _Compiler(pools)
-        self._default_host, self._host_from = compiler.field(_DEFAULT_HOST, "server_hostname", True)
-        self._default_user, self._user_from = compiler.field(_DEFAULT_USER, "user_id", True)
+        self._untemplated = _load_template(_UNTEMPLATED["name"], _UNTEMPLATED, _Compiler(pools))
         self.pools: Mapping[str, tuple[Any, ...]] = MappingProxyType(dict(pools))
         """The shared value pools, for code that builds events of its own (scenarios)."""
 
@@ -617,19 +625,16 @@ class EventFactory:
         self._rng = rng if rng is not None else random.Random()
         self._now = now if now is not None else _utc_now
 
-    def generate(self, session: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """A full random event: template chosen by weight; source_service SOURCE_GENERATED.
+    def generate(self) -> dict[str, Any]:
+        """A full random event, in no session: template chosen by weight; source_service SOURCE_GENERATED.
 
-        With a session (the event belongs to it: at least session_id, user, host, source_ip), the
-        template's session specs take their values from it.
+        Session steps are complete()d with their session (auditgen/sessions.py), so this, which runs for
+        every plain event, never looks for one.
         """
         rng = self._rng
         t = self._catalog._all.pick(rng)
         host, user = t.host(rng), t.user(rng)
-        if session is not None:
-            host = _from_session(session, t.host_from, host)
-            user = _from_session(session, t.user_from, user)
-        details = self._details(t, host, user, t.severity, t.action_result, None, session)
+        details = self._details(t, host, user, t.severity, t.action_result, None, None)
         event = self._event(SOURCE_GENERATED, host, t.event_type, t.severity, user, t.action_result, details)
         if "resource" in details:
             event["resource"] = details["resource"]
@@ -656,7 +661,7 @@ class EventFactory:
         rng, catalog = self._rng, self._catalog
         event_type: str = fields["event_type"]
         given_result = fields.get("action_result")
-        t: _Template | None = None
+        t = catalog._untemplated
         group = catalog._by_type.get(event_type)
         if group is not None:
             preferred = None if given_result is None else catalog._by_result.get((event_type, given_result))
@@ -664,23 +669,19 @@ class EventFactory:
 
         host = fields.get("server_hostname")
         if host is None:
-            host = (t.host if t else catalog._default_host)(rng)
+            host = t.host(rng)
             if session is not None:
-                host = _from_session(session, t.host_from if t else catalog._host_from, host)
+                host = _from_session(session, t.host_from, host)
         user = fields.get("user_id")
         if user is None:
-            user = (t.user if t else catalog._default_user)(rng)
+            user = t.user(rng)
             if session is not None:
-                user = _from_session(session, t.user_from if t else catalog._user_from, user)
+                user = _from_session(session, t.user_from, user)
         severity = fields.get("severity")
         if severity is None:
-            severity = t.severity if t else "INFO"
-        result = given_result if given_result is not None else (t.action_result if t else "SUCCESS")
-        given_details: Mapping[str, Any] | None = fields.get("details")
-        if t is not None:
-            details = self._details(t, host, user, severity, result, given_details, session)
-        else:
-            details = dict(given_details) if given_details else {}
+            severity = t.severity
+        result = given_result if given_result is not None else t.action_result
+        details = self._details(t, host, user, severity, result, fields.get("details"), session)
 
         event = self._event(source, host, event_type, severity, user, result, details)
         if "resource" in details:

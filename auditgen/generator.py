@@ -67,11 +67,11 @@ class Generator(Service):
         self._call = LoopingCall(self._tick)
         self._call.clock = clock
         self._start = 0.0
-        self._made = 0
+        self._total = 0  # events made since the generator was created
+        self._total_at_start = 0  # _total when the schedule (re)started: it owes the events since
         self._arrived = 0
         self._next_arrival = 0.0
         self._history: deque[tuple[float, int]] = deque()
-        self._total = 0
         metrics.generator_rate.set_function(self.achieved_rate)
         metrics.generator_target_rate.set_function(self.target_rate)
 
@@ -153,7 +153,7 @@ class Generator(Service):
 
     def _restart_schedule(self) -> None:
         self._start = self._clock.seconds()
-        self._made = 0
+        self._total_at_start = self._total
         self._arrived = 0
         self._next_arrival = self._arrivals.expovariate(1.0) if self._curve.poisson else 0.0
 
@@ -173,7 +173,6 @@ class Generator(Service):
                         self._pause(True)
                         break
                     self._outbox.add(self._make()).addErrback(self._not_stored)
-                    self._made += 1
                     self._total += 1
             self._record(now)
         except OutboxFull:
@@ -185,10 +184,11 @@ class Generator(Service):
         """Events owed by the schedule now; a debt of over a second (a stalled machine) is forgiven
         rather than paid in a burst, and a late tick catches up at most CATCH_UP seconds' worth."""
         expected = self.rate * self._curve.area(self._start, now)
-        if expected - self._made > max(1.0, self.rate):
+        made = self._total - self._total_at_start
+        if expected - made > max(1.0, self.rate):
             self._restart_schedule()
-            expected = 0.0
-        return min(self._owed(expected) - self._made, max(1, math.ceil(self.rate * CATCH_UP)))
+            expected, made = 0.0, 0
+        return min(self._owed(expected) - made, max(1, math.ceil(self.rate * CATCH_UP)))
 
     def _owed(self, expected: float) -> int:
         """Events due since the schedule started, when `expected` are due on average.

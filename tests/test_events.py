@@ -286,13 +286,20 @@ SESSION = {"session_id": "s-1", "user": "zoe", "host": "ws-zoe.example.com", "so
 FROM_SESSION = {"session": "source_ip", "default": {"ip": "10.9.0.0/24"}}
 
 
+def in_session(
+    f: EventFactory, session: dict[str, Any] | None, event_type: str = "test_event"
+) -> dict[str, Any]:
+    """An event of event_type in the session (None: in none), made as SessionMix makes its steps."""
+    return f.complete({"event_type": event_type}, session=session)
+
+
 def test_session_spec_copies_the_sessions_value_or_draws_its_default() -> None:
     """In a session that has the key, the session's value; without a session, or in one without the key,
     the default spec's value."""
     f = factory(catalog_of(template(x=FROM_SESSION)))
-    assert f.generate(SESSION)["details"]["x"] == "192.0.2.9"
+    assert in_session(f, SESSION)["details"]["x"] == "192.0.2.9"
     for session in (None, {"session_id": "s-2", "user": "u", "host": "h"}):
-        values = [f.generate(session)["details"]["x"] for _ in range(20)]
+        values = [in_session(f, session)["details"]["x"] for _ in range(20)]
         assert all(in_networks(v, ["10.9.0.0/24"]) for v in values)
 
 
@@ -306,11 +313,11 @@ def test_session_values_are_seen_by_formats_and_copied_per_event() -> None:
     )
     f = factory(catalog_of(spec))
     session = {**SESSION, "tags": ["vpn"]}
-    first = f.generate(session)["details"]
+    first = in_session(f, session)["details"]
     assert first["line"] == "login from 192.0.2.9"
     first["tags"].append("edited")
     assert session["tags"] == ["vpn"]
-    assert f.generate(session)["details"]["tags"] == ["vpn"]
+    assert in_session(f, session)["details"]["tags"] == ["vpn"]
 
 
 def test_session_fills_host_and_user_unless_the_template_says_otherwise() -> None:
@@ -318,11 +325,12 @@ def test_session_fills_host_and_user_unless_the_template_says_otherwise() -> Non
     with its own user_id keeps drawing it; the built-in logins use the session's address."""
     own_user = {**template("admin"), "user_id": {"choice": ["root"]}}
     f = factory(catalog_of(template("plain"), own_user), seed=2)
-    events = [f.generate(SESSION) for _ in range(40)]
+    events = [in_session(f, SESSION) for _ in range(40)]
     assert {e["server_hostname"] for e in events} == {"ws-zoe.example.com"}
     assert {e["user_id"] for e in events} == {"zoe", "root"}
     builtin = factory(seed=3)
-    logins = [e for e in (builtin.generate(SESSION) for _ in range(300)) if "ip_address" in e["details"]]
+    every_type = [in_session(builtin, SESSION, t) for t in sorted(Catalog.builtin().event_types) * 30]
+    logins = [e for e in every_type if "ip_address" in e["details"]]
     assert {e["event_type"] for e in logins} == {"user_login", "user_logout"}
     assert all((e["user_id"], e["details"]["ip_address"]) == ("zoe", "192.0.2.9") for e in logins)
 
@@ -331,8 +339,8 @@ def test_a_session_does_not_shift_the_random_stream() -> None:
     """Seeded factories draw the same numbers with or without a session, so ids and templates match."""
     with_session = factory(seed=9)
     without = factory(seed=9)
-    for _ in range(100):
-        a, b = with_session.generate(SESSION), without.generate()
+    for event_type in sorted(Catalog.builtin().event_types) * 10:
+        a, b = in_session(with_session, SESSION, event_type), in_session(without, None, event_type)
         assert (a["event_id"], a["event_type"], a["action_result"]) == (
             b["event_id"],
             b["event_type"],

@@ -34,6 +34,14 @@ def make(
     return clock, outbox, generator
 
 
+def running(rate: float, capacity: int = 100_000, **kw: Any) -> tuple[Clock, Outbox, Generator]:
+    """A generator at `rate` events per second (room for 100,000 by default), started."""
+    clock, outbox, generator = make(1.0, capacity=capacity, **kw)
+    generator.rate = rate
+    generator.startService()
+    return clock, outbox, generator
+
+
 def test_one_event_at_start_and_one_per_interval() -> None:
     """The first event comes at once, then one every interval, each marked as generated."""
     clock, outbox, generator = make(2.5)
@@ -111,9 +119,7 @@ def run_for(clock: Clock, seconds: float, step: float) -> None:
 def test_rate_is_exact_on_average_and_smooth_within_a_second() -> None:
     """AUDITGEN_RATE=2000: 2,000 events in each second, spread over the ticks (no burst at the top of a
     second), and the achieved-rate gauge says so."""
-    clock, outbox, generator = make(1.0, capacity=100_000)
-    generator.rate = 2000.0
-    generator.startService()
+    clock, outbox, generator = running(2000.0)
     counts = []
     for _ in range(50):  # 5 s in 100 ms slices
         before = len(outbox)
@@ -127,9 +133,7 @@ def test_rate_is_exact_on_average_and_smooth_within_a_second() -> None:
 
 def test_late_ticks_do_not_make_the_rate_drift() -> None:
     """Ticks that arrive late (a busy reactor) are caught up from the clock, so the average holds."""
-    clock, outbox, generator = make(1.0, capacity=100_000)
-    generator.rate = 500.0
-    generator.startService()
+    clock, outbox, generator = running(500.0)
     run_for(clock, 10.0, 0.037)
     assert abs(len(outbox) - 5000) <= 25
     generator.stopService()
@@ -137,9 +141,7 @@ def test_late_ticks_do_not_make_the_rate_drift() -> None:
 
 def test_a_long_stall_is_forgiven_not_paid_back_in_a_burst() -> None:
     """After the clock jumps 5 s (a stalled machine), the next tick makes a tick's worth, not 5 s worth."""
-    clock, outbox, generator = make(1.0, capacity=100_000)
-    generator.rate = 1000.0
-    generator.startService()
+    clock, outbox, generator = running(1000.0)
     run_for(clock, 1.0, 0.01)
     before = len(outbox)
     clock.advance(5.0)
@@ -159,11 +161,23 @@ def test_low_rates_tick_once_per_event() -> None:
     generator.stopService()
 
 
+def test_a_tick_that_fills_the_outbox_pauses_at_once_without_refusals() -> None:
+    """A tick owing more events than there is room for makes only as many as fit, and pauses then (not
+    one tick later); the outbox never has to refuse one."""
+    clock, outbox, generator = running(1000.0, capacity=5)
+    assert len(outbox) == 1 and not generator.paused
+    clock.advance(0.01)  # 10 due, room for 4
+    assert len(outbox) == 5 and generator.paused
+    dropped = outbox._metrics.registry.get_sample_value(
+        "audit_events_generator_dropped_total", {"reason": "outbox_full"}
+    )
+    assert dropped is None
+    generator.stopService()
+
+
 def test_resuming_after_a_full_outbox_makes_no_burst() -> None:
     """Events not made while paused are not made up for afterwards: memory and the broker see no spike."""
-    clock, outbox, generator = make(1.0, capacity=50)
-    generator.rate = 1000.0
-    generator.startService()
+    clock, outbox, generator = running(1000.0, capacity=50)
     run_for(clock, 1.0, 0.01)
     assert generator.paused and len(outbox) == 50
     while (entry := outbox.take()) is not None:
@@ -178,15 +192,8 @@ def seeded_run(
     seed: str | None, rate: float, count: int, shape: ShapeSettings | None = None
 ) -> list[dict[str, Any]]:
     """The first `count` events a generator at `rate` makes with AUDITGEN_SEED=seed, timestamps dropped."""
-    clock, outbox, generator = make(
-        1.0,
-        capacity=100_000,
-        factory=EventFactory(Catalog.builtin(), seeded_rng(seed, "generator")),
-        shape=shape,
-        arrivals=seed,
-    )
-    generator.rate = rate
-    generator.startService()
+    factory = EventFactory(Catalog.builtin(), seeded_rng(seed, "generator"))
+    clock, outbox, generator = running(rate, factory=factory, shape=shape, arrivals=seed)
     while len(outbox) < count:
         clock.advance(0.01)
     generator.stopService()

@@ -14,7 +14,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from auditgen.generator import Generator
 from auditgen.outbox import Outbox
 from auditgen.shapes import DAY, Bursts, Daily, ShapeSettings
-from tests.test_generator import make, run_for, seeded_run
+from tests.test_generator import run_for, running, seeded_run
 
 
 def at_utc(hour: int, minute: int = 0) -> Clock:
@@ -78,17 +78,13 @@ def test_poisson_arrivals_average_the_rate_and_vary_from_tick_to_tick() -> None:
     """Poisson: the count over 20 s is the rate within a few standard deviations, and the events per
     10 ms tick vary about as much as a Poisson count does (variance close to the mean), where the
     constant shape makes exactly the same number every tick."""
-    clock, outbox, generator = make(1.0, capacity=100_000, shape=ShapeSettings("poisson"), arrivals="p")
-    generator.rate = 1000.0
-    generator.startService()
+    clock, outbox, generator = running(1000.0, shape=ShapeSettings("poisson"), arrivals="p")
     counts = [n for _, n in tick_counts(clock, outbox, 20.0)]
     generator.stopService()
     assert abs(sum(counts) - 20_000) < 4 * 20_000**0.5
     assert 7 < statistics.variance(counts) < 13, statistics.variance(counts)
 
-    clock, outbox, generator = make(1.0, capacity=100_000)
-    generator.rate = 1000.0
-    generator.startService()
+    clock, outbox, generator = running(1000.0)
     run_for(clock, 0.1, 0.01)
     steady = [n for _, n in tick_counts(clock, outbox, 1.0)]
     generator.stopService()
@@ -99,9 +95,7 @@ def test_poisson_arrivals_repeat_with_the_same_seed() -> None:
     """With AUDITGEN_SEED the arrival times are reproducible too: the same counts tick for tick."""
 
     def run(seed: str) -> list[int]:
-        clock, outbox, generator = make(1.0, capacity=100_000, shape=ShapeSettings("poisson"), arrivals=seed)
-        generator.rate = 50.0
-        generator.startService()
+        clock, outbox, generator = running(50.0, shape=ShapeSettings("poisson"), arrivals=seed)
         counts = [n for _, n in tick_counts(clock, outbox, 10.0)]
         generator.stopService()
         return counts
@@ -113,10 +107,8 @@ def test_poisson_arrivals_repeat_with_the_same_seed() -> None:
 def test_low_rate_poisson_gaps_are_irregular_and_average_the_rate() -> None:
     """At 2 events/s the loop looks for arrivals every 50 ms, so gaps keep their spread (an exponential
     gap's standard deviation equals its mean) and 1,000 s make about 2,000 events."""
-    clock, outbox, generator = make(1.0, capacity=100_000, shape=ShapeSettings("poisson"), arrivals="g")
-    generator.rate = 2.0
+    clock, outbox, generator = running(2.0, shape=ShapeSettings("poisson"), arrivals="g")
     assert generator.interval == pytest.approx(0.05)
-    generator.startService()
     times = [t for t, n in tick_counts(clock, outbox, 1000.0, step=0.05) for _ in range(n)]
     generator.stopService()
     assert abs(len(times) - 2000) < 4 * 2000**0.5
@@ -128,9 +120,7 @@ def test_bursts_make_nothing_while_off_and_the_rate_times_on_seconds_while_on() 
     """Bursts at 100/s, 2 s on and 3 s off: each on phase makes 200 events (the first also the one at
     the start), spread over it; the off phases make none; over four cycles the total is exact."""
     shape = ShapeSettings("bursts", burst_on_seconds=2, burst_off_seconds=3)
-    clock, outbox, generator = make(1.0, capacity=100_000, shape=shape)
-    generator.rate = 100.0
-    generator.startService()
+    clock, outbox, generator = running(100.0, shape=shape)
     assert len(outbox) == 1
     counts = tick_counts(clock, outbox, 20.0)
     generator.stopService()
@@ -151,9 +141,7 @@ def test_daily_rate_follows_the_curve_at_each_hour(hour: int, level: float) -> N
     """Daily with the peak at 14:00 UTC and a trough of 0.2: a minute from the given UTC hour makes the
     peak rate times the curve's level there, and the target-rate gauge says so."""
     shape = ShapeSettings("daily", daily_peak_hour=14, daily_min_ratio=0.2)
-    clock, outbox, generator = make(1.0, capacity=100_000, shape=shape, clock=at_utc(hour))
-    generator.rate = 100.0
-    generator.startService()
+    clock, outbox, generator = running(100.0, shape=shape, clock=at_utc(hour))
     assert generator.target_rate() == pytest.approx(100 * level)
     registry = outbox._metrics.registry
     gauge = registry.get_sample_value("audit_events_generator_generator_target_rate")
@@ -173,9 +161,7 @@ def test_events_are_the_same_whatever_the_shape() -> None:
 
 def started(shape: ShapeSettings | None = None, rate: float = 1000.0) -> tuple[Clock, Outbox, Generator]:
     """A generator at `rate`, started and run for a second."""
-    clock, outbox, generator = make(1.0, capacity=100_000, shape=shape)
-    generator.rate = rate
-    generator.startService()
+    clock, outbox, generator = running(rate, shape=shape)
     run_for(clock, 1.0, 0.01)
     return clock, outbox, generator
 
