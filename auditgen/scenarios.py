@@ -191,14 +191,11 @@ class Plan:
         return self.steps[-1].at
 
     def event(self, factory: StampedFactory, index: int, at: datetime, source: str) -> dict[str, Any]:
-        """The index-th event, stamped `at`, with details.scenario_id and a top-level resource."""
+        """The index-th event, stamped `at`, with details.scenario_id (and, as every event whose details
+        name a resource, that resource at the top level too, where the platform's rules read it)."""
         fields = dict(self.steps[index].fields)
         fields["details"] = {**fields.get("details", {}), "scenario_id": self.scenario_id}
-        event = factory.complete(fields, at, source)
-        resource = event["details"].get("resource")
-        if resource is not None and "resource" not in event:
-            event["resource"] = resource  # the platform's rules read it at the top level
-        return event
+        return factory.complete(fields, at, source)
 
     def finish(self, events: list[dict[str, Any]], origin: str) -> Run:
         """The run, with the detection its events should trip."""
@@ -437,7 +434,6 @@ def _file_modified(user: str, host: str, path: str) -> dict[str, Any]:
         "severity": "CRITICAL",
         "user_id": user,
         "server_hostname": host,
-        "resource": path,
         "details": {"resource": path},
     }
 
@@ -569,7 +565,6 @@ def _service_flapping(rng: random.Random, pools: Pools, p: Params) -> list[Step]
                 "event_type": "service_status_change",
                 "action_result": "STARTED" if i % 2 else "STOPPED",
                 "server_hostname": p["host"],
-                "resource": p["service"],
                 "details": {"resource": p["service"]},
             },
         )
@@ -608,7 +603,6 @@ def _account_takeover(rng: random.Random, pools: Pools, p: Params) -> list[Step]
         "action_result": "CREATED",
         "user_id": p["admin"],
         "server_hostname": host,
-        "resource": account,
         "details": {"resource": account, "home_directory": f"/home/{account}"},
     }
     return [Step(0.0, created), Step(p["delay_seconds"], _login(account, host, p["source_ip"], "SUCCESS"))]
