@@ -22,7 +22,7 @@ import random
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -440,16 +440,15 @@ def _file_modified(user: str, host: str, path: str) -> dict[str, Any]:
 
 # -- The scenarios --------------------------------------------------------------------------------------
 
-_USER = Param(
-    "user", "string", None, "The user; default: drawn from the catalog's users.", draw=_pool("users")
-)
-_HOST = Param(
-    "host",
-    "string",
-    None,
-    "The server_hostname; default: drawn from the catalog's hosts.",
-    draw=_pool("hosts"),
-)
+
+def _drawn(name: str, meaning: str, *pools: str) -> Param:
+    """A string parameter whose default is drawn per run from the first of these pools the catalog has."""
+    description = f"{meaning}; default: drawn from the catalog's {pools[0]}."
+    return Param(name, "string", None, description, draw=_pool(*pools))
+
+
+_USER = _drawn("user", "The user", "users")
+_HOST = _drawn("host", "The server_hostname", "hosts")
 
 
 def _window(default: float, minimum: float, maximum: float, what: str) -> Param:
@@ -499,12 +498,8 @@ PRIVILEGE_ESCALATION = Scenario(
     description="A user logs in, becomes root with sudo, and changes who may be root: /etc/sudoers or "
     "root's authorized SSH keys.",
     params=(
-        Param(
-            "user",
-            "string",
-            None,
-            "The user (not root); default: drawn from the catalog's sudoers.",
-            draw=_pool("sudoers", "people"),
+        replace(
+            _drawn("user", "The user (not root)", "sudoers", "people"),
             check=_not_root,
             check_schema=lambda pools: {"not": {"const": "root"}},
         ),
@@ -539,13 +534,7 @@ SENSITIVE_FILE_TAMPER = Scenario(
             choices=SENSITIVE_FILES,
             draw=lambda rng, pools: rng.choice(SENSITIVE_FILES),
         ),
-        Param(
-            "user",
-            "string",
-            None,
-            "Who changes it; default: drawn from the catalog's admins.",
-            draw=_pool("admins"),
-        ),
+        _drawn("user", "Who changes it", "admins"),
         _HOST,
         Param("changes", "integer", 1, "Modifications of the file.", minimum=1, maximum=100),
         _window(60.0, 1.0, 3600.0, "Seconds from the first modification to the last."),
@@ -576,13 +565,7 @@ SERVICE_FLAPPING = Scenario(
     name="service_flapping",
     description="A service on one host stops and starts again, over and over.",
     params=(
-        Param(
-            "service",
-            "string",
-            None,
-            "The service; default: drawn from the catalog's services.",
-            draw=_pool("services"),
-        ),
+        _drawn("service", "The service", "services"),
         _HOST,
         Param("cycles", "integer", 3, "Stop-then-start cycles.", minimum=2, maximum=100),
         _window(300.0, 1.0, 86400.0, "Seconds from the first stop to the last start."),
@@ -613,20 +596,8 @@ ACCOUNT_TAKEOVER = Scenario(
     description="An admin creates an account, and soon after it logs in from an address outside the usual "
     "client networks.",
     params=(
-        Param(
-            "account",
-            "string",
-            None,
-            "The new account; default: drawn from the catalog's new_accounts.",
-            draw=_pool("new_accounts"),
-        ),
-        Param(
-            "admin",
-            "string",
-            None,
-            "Who creates it; default: drawn from the catalog's admins.",
-            draw=_pool("admins"),
-        ),
+        _drawn("account", "The new account", "new_accounts"),
+        _drawn("admin", "Who creates it", "admins"),
         _HOST,
         Param(
             "source_ip",
@@ -675,13 +646,7 @@ OFF_HOURS_ADMIN = Scenario(
     description="An admin logs in at night and runs commands as root. Its events are stamped at the last "
     "such hour (UTC), so they may lie up to a day in the past.",
     params=(
-        Param(
-            "user",
-            "string",
-            None,
-            "The admin; default: drawn from the catalog's sudoers.",
-            draw=_pool("sudoers"),
-        ),
+        _drawn("user", "The admin", "sudoers"),
         _HOST,
         Param(
             "hour",
