@@ -359,20 +359,12 @@ def _spread(rng: random.Random, count: int, seconds: float) -> list[float]:
     return offsets
 
 
-def _is_address(value: str, pools: Pools) -> str | None:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return "must be an IPv4 or IPv6 address"
-    return None
-
-
 def _unusual_address(value: str, pools: Pools) -> str | None:
     """An address outside every usual client network, so that the login is unusual."""
-    problem = _is_address(value, pools)
-    if problem:
-        return problem
-    address = ipaddress.ip_address(value)
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return "must be an IPv4 or IPv6 address"
     for cidr in pools.get("client_networks", ()):
         if address in ipaddress.ip_network(cidr):
             return f"must be outside the usual client networks ({cidr} holds it)"
