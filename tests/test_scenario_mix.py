@@ -21,6 +21,7 @@ from auditgen.scenarios import SCENARIOS, Run
 from auditgen.spool import Spool, SpoolError
 from tests import detect
 from tests.test_scenario_api import SlowSpool
+from tests.test_web import FailingSpool
 
 CATALOG = Catalog.builtin()
 START = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()
@@ -177,6 +178,31 @@ def test_a_record_the_spool_could_not_store_is_kept_and_stored_on_the_retry() ->
     assert not truth.full
     truth.stopService()
     assert not clock.getDelayedCalls()
+
+
+def test_a_record_whose_store_fails_at_once_is_retried_after_the_delay_not_in_a_loop() -> None:
+    """A spool write that fails before store() returns puts the record back for the next try: report()
+    returns, and the record is offered once per retry delay, never in a tight loop."""
+    clock = Clock()
+    spool = CountingFailingSpool()
+    truth = GroundTruth(Metrics(), clock, Outbox(10, Metrics(), clock, spool=cast(Spool, spool)))
+    truth.startService()
+    truth.report(first_run("sync", clock))
+    assert spool.writes == 1 and truth.full
+    clock.advance(RETRY_SECONDS)
+    assert spool.writes == 2 and truth.full
+    truth.stopService()
+    assert not clock.getDelayedCalls()
+
+
+class CountingFailingSpool(FailingSpool):
+    """A spool whose disk refuses every write at once, counting the writes."""
+
+    writes = 0
+
+    def store(self, *args: Any) -> Any:
+        self.writes += 1
+        return super().store(*args)
 
 
 def first_run(seed: str, clock: Clock) -> Run:
