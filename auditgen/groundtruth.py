@@ -70,14 +70,16 @@ class GroundTruth(Service):
     def _flush(self) -> None:
         """Hand the waiting records to the outbox, in order; what does not fit is retried later.
 
-        Runs from a delayed call too, so every error is caught and leads to another try.
+        Runs from a delayed call too, so every error is caught and leads to another try. A record whose
+        store fails joins the end of the line for the next try, not this one (a store that fails at once
+        would otherwise be retried without end).
         """
         assert self.outbox is not None
         try:
-            while self._pending:
-                rec = self._pending[0]
-                self.outbox.add(rec).addErrback(self._not_stored, rec)
-                self._pending.popleft()
+            for _ in range(len(self._pending)):
+                stored = self.outbox.add(self._pending[0])
+                rec = self._pending.popleft()
+                stored.addErrback(self._not_stored, rec)
         except OutboxFull:
             self._later()
         except Exception:

@@ -22,11 +22,11 @@ import random
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from auditgen.events import SOURCE_API, Catalog, EventFactory
+from auditgen.events import SOURCE_API, Catalog, EventFactory, _Net
 from auditgen.validation import MAX_SERVER_HOSTNAME_CHARS, BadRequest
 
 Pools = Mapping[str, tuple[Any, ...]]
@@ -191,14 +191,11 @@ class Plan:
         return self.steps[-1].at
 
     def event(self, factory: StampedFactory, index: int, at: datetime, source: str) -> dict[str, Any]:
-        """The index-th event, stamped `at`, with details.scenario_id and a top-level resource."""
+        """The index-th event, stamped `at`, with details.scenario_id (and, as every event whose details
+        name a resource, that resource at the top level too, where the platform's rules read it)."""
         fields = dict(self.steps[index].fields)
         fields["details"] = {**fields.get("details", {}), "scenario_id": self.scenario_id}
-        event = factory.complete(fields, at, source)
-        resource = event["details"].get("resource")
-        if resource is not None and "resource" not in event:
-            event["resource"] = resource  # the platform's rules read it at the top level
-        return event
+        return factory.complete(fields, at, source)
 
     def finish(self, events: list[dict[str, Any]], origin: str) -> Run:
         """The run, with the detection its events should trip."""
@@ -342,12 +339,8 @@ def _pool(*names: str) -> Callable[[random.Random, Pools], Any]:
 
 
 def _address(rng: random.Random, cidr: str) -> str:
-    """A host address in the network (not its network or broadcast address)."""
-    net = ipaddress.ip_network(cidr)
-    first, count = int(net.network_address), net.num_addresses
-    if count > 2:
-        first, count = first + 1, count - 2
-    return str(ipaddress.ip_address(first + rng.randrange(count)))
+    """A host address in the network, drawn as the templates' ip spec draws one."""
+    return _Net.parse(cidr, cidr).draw(rng)
 
 
 def _client_address(rng: random.Random, pools: Pools) -> str:
@@ -366,20 +359,12 @@ def _spread(rng: random.Random, count: int, seconds: float) -> list[float]:
     return offsets
 
 
-def _is_address(value: str, pools: Pools) -> str | None:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return "must be an IPv4 or IPv6 address"
-    return None
-
-
 def _unusual_address(value: str, pools: Pools) -> str | None:
     """An address outside every usual client network, so that the login is unusual."""
-    problem = _is_address(value, pools)
-    if problem:
-        return problem
-    address = ipaddress.ip_address(value)
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return "must be an IPv4 or IPv6 address"
     for cidr in pools.get("client_networks", ()):
         if address in ipaddress.ip_network(cidr):
             return f"must be outside the usual client networks ({cidr} holds it)"
@@ -437,23 +422,21 @@ def _file_modified(user: str, host: str, path: str) -> dict[str, Any]:
         "severity": "CRITICAL",
         "user_id": user,
         "server_hostname": host,
-        "resource": path,
         "details": {"resource": path},
     }
 
 
 # -- The scenarios --------------------------------------------------------------------------------------
 
-_USER = Param(
-    "user", "string", None, "The user; default: drawn from the catalog's users.", draw=_pool("users")
-)
-_HOST = Param(
-    "host",
-    "string",
-    None,
-    "The server_hostname; default: drawn from the catalog's hosts.",
-    draw=_pool("hosts"),
-)
+
+def _drawn(name: str, meaning: str, *pools: str) -> Param:
+    """A string parameter whose default is drawn per run from the first of these pools the catalog has."""
+    description = f"{meaning}; default: drawn from the catalog's {pools[0]}."
+    return Param(name, "string", None, description, draw=_pool(*pools))
+
+
+_USER = _drawn("user", "The user", "users")
+_HOST = _drawn("host", "The server_hostname", "hosts")
 
 
 def _window(default: float, minimum: float, maximum: float, what: str) -> Param:
@@ -503,12 +486,8 @@ PRIVILEGE_ESCALATION = Scenario(
     description="A user logs in, becomes root with sudo, and changes who may be root: /etc/sudoers or "
     "root's authorized SSH keys.",
     params=(
-        Param(
-            "user",
-            "string",
-            None,
-            "The user (not root); default: drawn from the catalog's sudoers.",
-            draw=_pool("sudoers", "people"),
+        replace(
+            _drawn("user", "The user (not root)", "sudoers", "people"),
             check=_not_root,
             check_schema=lambda pools: {"not": {"const": "root"}},
         ),
@@ -543,13 +522,7 @@ SENSITIVE_FILE_TAMPER = Scenario(
             choices=SENSITIVE_FILES,
             draw=lambda rng, pools: rng.choice(SENSITIVE_FILES),
         ),
-        Param(
-            "user",
-            "string",
-            None,
-            "Who changes it; default: drawn from the catalog's admins.",
-            draw=_pool("admins"),
-        ),
+        _drawn("user", "Who changes it", "admins"),
         _HOST,
         Param("changes", "integer", 1, "Modifications of the file.", minimum=1, maximum=100),
         _window(60.0, 1.0, 3600.0, "Seconds from the first modification to the last."),
@@ -569,7 +542,6 @@ def _service_flapping(rng: random.Random, pools: Pools, p: Params) -> list[Step]
                 "event_type": "service_status_change",
                 "action_result": "STARTED" if i % 2 else "STOPPED",
                 "server_hostname": p["host"],
-                "resource": p["service"],
                 "details": {"resource": p["service"]},
             },
         )
@@ -581,13 +553,7 @@ SERVICE_FLAPPING = Scenario(
     name="service_flapping",
     description="A service on one host stops and starts again, over and over.",
     params=(
-        Param(
-            "service",
-            "string",
-            None,
-            "The service; default: drawn from the catalog's services.",
-            draw=_pool("services"),
-        ),
+        _drawn("service", "The service", "services"),
         _HOST,
         Param("cycles", "integer", 3, "Stop-then-start cycles.", minimum=2, maximum=100),
         _window(300.0, 1.0, 86400.0, "Seconds from the first stop to the last start."),
@@ -608,7 +574,6 @@ def _account_takeover(rng: random.Random, pools: Pools, p: Params) -> list[Step]
         "action_result": "CREATED",
         "user_id": p["admin"],
         "server_hostname": host,
-        "resource": account,
         "details": {"resource": account, "home_directory": f"/home/{account}"},
     }
     return [Step(0.0, created), Step(p["delay_seconds"], _login(account, host, p["source_ip"], "SUCCESS"))]
@@ -619,20 +584,8 @@ ACCOUNT_TAKEOVER = Scenario(
     description="An admin creates an account, and soon after it logs in from an address outside the usual "
     "client networks.",
     params=(
-        Param(
-            "account",
-            "string",
-            None,
-            "The new account; default: drawn from the catalog's new_accounts.",
-            draw=_pool("new_accounts"),
-        ),
-        Param(
-            "admin",
-            "string",
-            None,
-            "Who creates it; default: drawn from the catalog's admins.",
-            draw=_pool("admins"),
-        ),
+        _drawn("account", "The new account", "new_accounts"),
+        _drawn("admin", "Who creates it", "admins"),
         _HOST,
         Param(
             "source_ip",
@@ -681,13 +634,7 @@ OFF_HOURS_ADMIN = Scenario(
     description="An admin logs in at night and runs commands as root. Its events are stamped at the last "
     "such hour (UTC), so they may lie up to a day in the past.",
     params=(
-        Param(
-            "user",
-            "string",
-            None,
-            "The admin; default: drawn from the catalog's sudoers.",
-            draw=_pool("sudoers"),
-        ),
+        _drawn("user", "The admin", "sudoers"),
         _HOST,
         Param(
             "hour",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.task import Clock
@@ -18,7 +18,10 @@ from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.scenario_mix import ScenarioMix
 from auditgen.scenarios import SCENARIOS, Run
+from auditgen.spool import Spool, SpoolError
 from tests import detect
+from tests.test_scenario_api import SlowSpool
+from tests.test_web import FailingSpool
 
 CATALOG = Catalog.builtin()
 START = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()
@@ -153,6 +156,53 @@ def test_a_record_the_full_outbox_cannot_take_waits_and_is_retried() -> None:
     assert not truth.full
     truth.stopService()
     assert not clock.getDelayedCalls()
+
+
+def test_a_record_the_spool_could_not_store_is_kept_and_stored_on_the_retry() -> None:
+    """Nothing reported is lost: a disk error on the record's write keeps it (the ground truth says it is
+    full meanwhile), and it is written again after the retry delay."""
+    clock = Clock()
+    spool = SlowSpool()
+    outbox = Outbox(10, Metrics(), clock, spool=cast(Spool, spool))
+    truth = GroundTruth(Metrics(), clock, outbox)
+    truth.startService()
+    run = first_run("disk", clock)
+    truth.report(run)
+    spool.writes[0].errback(SpoolError("could not write the spool: disk I/O error"))
+    assert truth.full and len(spool.writes) == 1
+    clock.advance(RETRY_SECONDS)
+    assert len(spool.writes) == 2, "written again after the retry delay"
+    spool.writes[1].callback(1)
+    entry = outbox.take()
+    assert entry is not None and json.loads(entry.body)["scenario_id"] == run.scenario_id
+    assert not truth.full
+    truth.stopService()
+    assert not clock.getDelayedCalls()
+
+
+def test_a_record_whose_store_fails_at_once_is_retried_after_the_delay_not_in_a_loop() -> None:
+    """A spool write that fails before store() returns puts the record back for the next try: report()
+    returns, and the record is offered once per retry delay, never in a tight loop."""
+    clock = Clock()
+    spool = CountingFailingSpool()
+    truth = GroundTruth(Metrics(), clock, Outbox(10, Metrics(), clock, spool=cast(Spool, spool)))
+    truth.startService()
+    truth.report(first_run("sync", clock))
+    assert spool.writes == 1 and truth.full
+    clock.advance(RETRY_SECONDS)
+    assert spool.writes == 2 and truth.full
+    truth.stopService()
+    assert not clock.getDelayedCalls()
+
+
+class CountingFailingSpool(FailingSpool):
+    """A spool whose disk refuses every write at once, counting the writes."""
+
+    writes = 0
+
+    def store(self, *args: Any) -> Any:
+        self.writes += 1
+        return super().store(*args)
 
 
 def first_run(seed: str, clock: Clock) -> Run:
