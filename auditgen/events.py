@@ -144,7 +144,7 @@ def _const(value: Any) -> _Gen:
 
 
 @dataclass(frozen=True)
-class _Net:
+class Network:
     """A network ready for drawing: first usable address and how many there are."""
 
     first: int
@@ -152,7 +152,7 @@ class _Net:
     v4: bool
 
     @classmethod
-    def parse(cls, text: object, where: str) -> _Net:
+    def parse(cls, text: object, where: str) -> Network:
         if not isinstance(text, str):
             _fail(where, f"expected a CIDR string such as '10.0.0.0/8', got {text!r}")
         try:
@@ -307,11 +307,11 @@ class _Compiler:
     def ip(self, arg: Any, where: str) -> _Gen:
         cidrs = self.pool(arg, where)
         if cidrs is None:
-            net = _Net.parse(arg, where)
+            net = Network.parse(arg, where)
             return net.draw
         origin = self._origins.get(arg[1:])
         pool = f"pool {arg!r}" + (f" (declared in {origin})" if origin else "")
-        nets = tuple(_Net.parse(c, f"{where}: {pool}") for c in cidrs)
+        nets = tuple(Network.parse(c, f"{where}: {pool}") for c in cidrs)
         if len(nets) == 1:
             return nets[0].draw
         return lambda rng: rng.choice(nets).draw(rng)

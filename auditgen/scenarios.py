@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from auditgen.events import SOURCE_API, Catalog, EventFactory, _Net
+from auditgen.events import SOURCE_API, Catalog, EventFactory, Network
 from auditgen.validation import MAX_SERVER_HOSTNAME_CHARS, BadRequest
 
 Pools = Mapping[str, tuple[Any, ...]]
@@ -340,7 +340,7 @@ def _pool(*names: str) -> Callable[[random.Random, Pools], Any]:
 
 def _address(rng: random.Random, cidr: str) -> str:
     """A host address in the network, drawn as the templates' ip spec draws one."""
-    return _Net.parse(cidr, cidr).draw(rng)
+    return Network.parse(cidr, cidr).draw(rng)
 
 
 def _client_address(rng: random.Random, pools: Pools) -> str:
