@@ -425,10 +425,13 @@ def test_deployment_docs_show_how_to_opt_out_of_the_spool() -> None:
 
 
 async def run_healthcheck(app_port: int) -> int:
-    """The exit code of the image's HEALTHCHECK command, run here with the image's APP_PORT changed."""
+    """The exit code of the image's HEALTHCHECK command, run here with the image's APP_PORT changed and
+    a proxy that answers nothing set for HTTP (the check must go straight to loopback)."""
     program, *args = healthcheck_command()
     assert program == "python"
-    env = {**os.environ, "APP_PORT": str(app_port)}
+    proxy = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+    env.update({"APP_PORT": str(app_port), "http_proxy": proxy, "HTTP_PROXY": proxy})
     _, _, code = await getProcessOutputAndValue(sys.executable, args, env=env)
     return int(code)
 
