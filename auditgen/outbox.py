@@ -71,6 +71,7 @@ class Outbox:
         self._bytes = 0
         self._spool_refused = False  # set when an event did not fit on disk, cleared by the next ack
         self._listener: Callable[[], None] | None = None
+        self._watcher: Callable[[bytes], None] | None = None
         metrics.outbox_depth.set_function(lambda: len(self))
         metrics.spool_bytes.set_function(lambda: self._bytes)
 
@@ -90,6 +91,10 @@ class Outbox:
     def set_listener(self, listener: Callable[[], None] | None) -> None:
         """Who to tell when an entry becomes available (the publisher, to send it)."""
         self._listener = listener
+
+    def watch(self, watcher: Callable[[bytes], None] | None) -> None:
+        """Who to show every confirmed event's body (the console's tail, while a page is open)."""
+        self._watcher = watcher
 
     def add(self, event: Mapping[str, Any], wait: bool = False) -> Deferred[Entry]:
         """Accept an event, or raise OutboxFull at once.
@@ -178,6 +183,8 @@ class Outbox:
             self._bytes -= len(entry.body)
             self._spool_refused = False
             self._spool.remove(entry.seq)
+        if self._watcher is not None:
+            self._watcher(entry.body)
         if entry.confirmed is not None:
             entry.confirmed.callback(None)
 

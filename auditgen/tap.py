@@ -159,6 +159,7 @@ def makeService(options: Options) -> IService:
         shape=shape,
         arrivals=seeded_rng(s.seed, "arrivals"),
     )
+    console = _console(s, metrics, publisher, outbox, generator, clock)
     api = AuditAPI(
         factory,
         outbox,
@@ -170,6 +171,7 @@ def makeService(options: Options) -> IService:
         generator=generator,
         scenarios=scenarios,
         token=s.api_token,
+        console=console,
     )
     # options.parent is twistd's own options (--logfile, --nodaemon, ...), absent outside twistd.
     log_observer = twistd_observer(getattr(options, "parent", None), s.log_format, s.log_level)
@@ -226,6 +228,19 @@ def _ground_truth_outbox(s: Settings, reactor: Any) -> tuple[Outbox | None, list
     topology = Topology(s.ground_truth_queue, queue_type=s.queue_type, declare=s.declare)
     publisher = _publisher(s, reactor, topology, outbox, metrics)
     return outbox, [OutboxService(outbox, spool, metrics), publisher]
+
+
+def _console(
+    s: Settings, metrics: Metrics, publisher: Publisher, outbox: Outbox, generator: Any, clock: Any
+) -> Any:
+    """The live console's resource (/console/): its state snapshot and its event tail."""
+    from auditgen.console.resource import console_resource
+    from auditgen.console.state import ConsoleState
+    from auditgen.console.tail import EventTail
+
+    features = {"scenarios": True, "campaigns": False, "token_required": s.api_token is not None}
+    state = ConsoleState(metrics.registry, publisher, clock, s.outbox_max, generator.state, features)
+    return console_resource(state, EventTail(outbox, clock))
 
 
 def _listen(reactor: Any, host: str, port: int, site: Any) -> Service:

@@ -145,8 +145,9 @@ class AuditAPI:
         generator: GeneratorControl | None = None,
         scenarios: ScenarioRunner | None = None,
         token: str | None = None,
+        console: IResource | None = None,
     ) -> None:
-        """Without a generator, GET and PUT /generator answer 404."""
+        """Without a generator, GET and PUT /generator answer 404; without a console, /console/ does."""
         self._generator = generator
         self._openapi: bytes | None = None
         self._factory = factory
@@ -159,6 +160,7 @@ class AuditAPI:
         self._scenarios = scenarios
         self.closing = False
         self._token = token
+        self._console = console
 
     def resource(self) -> IResource:
         """The routes, behind the API token when there is one."""
@@ -314,6 +316,22 @@ class AuditAPI:
         return self._all_confirmed(entries).addCallback(
             lambda s: json_response(request, 202, {"status": s, **answer})
         )
+
+    # -- The live console (auditgen/console): a static page, its state snapshot and the event tail. ----
+
+    @app.route("/", methods=["GET"])
+    def root(self, request: IRequest) -> bytes:
+        """A browser opening the service's address lands on the console."""
+        if self._console is None:
+            raise NotFound()
+        request.redirect(b"/console/")
+        return b""
+
+    @app.route("/console/", branch=True, methods=["GET", "HEAD"])
+    def console(self, request: IRequest) -> IResource:
+        if self._console is None:
+            raise NotFound()
+        return self._console
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
