@@ -235,6 +235,21 @@ class OutboxService(Service):
         if self._spool is not None:
             self._opened = self._spool.open().addCallbacks(self._recovered, self._failed)
 
+    def opened(self) -> Deferred[None]:
+        """Fires once the spool was read back (at once without a spool, or before start); a spool that
+        failed to open was logged and fires it too."""
+        done: Deferred[None] = Deferred()
+        if self._opened is None:
+            done.callback(None)
+        else:
+
+            def fire(result: object) -> object:
+                done.callback(None)
+                return result
+
+            self._opened.addBoth(fire)
+        return done
+
     def _recovered(self, recovery: Recovery) -> None:
         assert self._spool is not None
         if recovery.damaged_file:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,9 +9,21 @@ from types import SimpleNamespace
 import pytest
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
 
+from auditgen import app
+from auditgen.app import AuditgenService
 from auditgen.generator import Generator
-from auditgen.tap import AuditgenService, Options, makeService
+from auditgen.tap import Options
+
+
+class FakeAPI:
+    """The API as the tree sees it: told to close, first thing on shutdown."""
+
+    closing = False
+
+    def close(self) -> None:
+        self.closing = True
 
 
 class Child(Service):
@@ -33,7 +44,7 @@ def test_children_stop_one_after_another_in_reverse_and_the_api_refuses_first() 
     """Each child stops only when the one added after it has finished stopping (the publisher's drain
     completes before the spool closes, and the API port closes last); the API refuses from the start."""
     log: list[str] = []
-    api = SimpleNamespace(closing=False)
+    api = FakeAPI()
     reactor = SimpleNamespace(_exitSignal=15)
     root = AuditgenService(reactor, api)
     api_port, spool, publisher = Child("api", log), Child("spool", log), Child("publisher", log)
@@ -56,7 +67,7 @@ def test_children_stop_one_after_another_in_reverse_and_the_api_refuses_first() 
 def test_the_service_makes_events_from_the_templates_the_options_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """makeService builds the API's and the generator's factories on the catalog the options loaded
+    """The tree is built with the API's and the generator's factories on the catalog the options loaded
     (here: one user template replacing the built-in set), not on the built-in one."""
     monkeypatch.delenv("AUDITGEN_TEMPLATES", raising=False)
     own = {
@@ -84,13 +95,12 @@ def test_the_service_makes_events_from_the_templates_the_options_loaded(
             "--prometheus-port=0",
         ]
     )
-    try:
-        root = makeService(options)
-    finally:
-        gc.unfreeze()
+    root = app.build(options.settings, options.catalog, MemoryReactorClock())
     generator = next(child for child in root if isinstance(child, Generator))
     assert generator._make()["event_type"] == "mine"
-    assert root._api._factory.complete({"event_type": "other"})["server_hostname"] == "h"
+    assert root.parts is not None
+    assert root.parts.api._factory is root.parts.factory
+    assert root.parts.factory.complete({"event_type": "other"})["server_hostname"] == "h"
 
 
 def test_ports_listen_on_the_configured_address() -> None:
@@ -98,11 +108,9 @@ def test_ports_listen_on_the_configured_address() -> None:
     from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
     from twisted.internet.testing import MemoryReactor
 
-    from auditgen.tap import _listen
-
     reactor = MemoryReactor()
     for host, kind in (("127.0.0.1", TCP4ServerEndpoint), ("::1", TCP6ServerEndpoint)):
-        service = _listen(reactor, host, 5000, object())
+        service = app.Listener(reactor, "APP_PORT", host, 5000, object())
         service.startService()
         assert isinstance(service.endpoint, kind)
         assert reactor.tcpServers[-1][0] == 5000
@@ -111,7 +119,7 @@ def test_ports_listen_on_the_configured_address() -> None:
 
 def test_secret_option_values_are_hidden_from_the_process_title() -> None:
     """Both spellings of a secret option lose their value; other arguments are kept as they were."""
-    from auditgen.tap import hidden_argv
+    from auditgen.process import hidden_argv
 
     argv = ["twistd", "-n", "auditgen", "--api-token=s3cret", "--rabbitmq-pass", "pw", "--app-port=1"]
     assert hidden_argv(argv, ["--api-token", "--rabbitmq-pass"]) == [
