@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger
@@ -170,7 +170,9 @@ class AuditgenService(MultiService):
         try:
             super().privilegedStartService()
         except PortInUse as e:
-            self.log.critical("{line}", line=str(e), event="service.port_in_use")
+            self.log.critical(
+                "{line}", line=e.line, event="service.port_in_use", setting=e.setting, port=e.port
+            )
             raise
 
     def startService(self) -> None:
@@ -178,8 +180,8 @@ class AuditgenService(MultiService):
         if self.status is not None:
             self.status.ready().addCallback(self._ready)
 
-    def _ready(self, line: str) -> None:
-        self.log.info("{line}", line=line, event="service.ready")
+    def _ready(self, fields: dict[str, Any]) -> None:
+        self.log.info(READY, event="service.ready", **fields)
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())
@@ -195,7 +197,7 @@ class AuditgenService(MultiService):
         for child in reversed(list(self)):
             await maybeDeferred(child.stopService)
         if self.status is not None:
-            self.log.info("{line}", line=self.status.stopped(), event="service.stopped")
+            self.log.info(STOPPED, event="service.stopped", **self.status.stopped_fields())
         if hasattr(self._reactor, "_exitSignal"):
             self._reactor._exitSignal = None
 
@@ -245,6 +247,13 @@ class Listener(Service):
         return f"{host}:{port}"
 
 
+READY = (
+    "ready: API on http://{api}, metrics on http://{metrics}/metrics, broker {broker} queue {queue!r}, "
+    "generator {generator}, {held}"
+)
+STOPPED = "stopped: {confirmed} events confirmed by the broker, {left} events {where}"
+
+
 class Status:
     """The two lines an operator reads first: ready (what listens, where events go) and stopped."""
 
@@ -264,11 +273,11 @@ class Status:
         self._metrics_port = metrics_port
         self._outbox_service = outbox_service
 
-    def ready(self) -> Deferred[str]:
-        """The ready line, once the spool (if any) has been read back."""
-        return gatherResults([self._outbox_service.opened()]).addCallback(lambda _: self.ready_line())
+    def ready(self) -> Deferred[dict[str, Any]]:
+        """The ready line's fields, once the spool (if any) has been read back."""
+        return self._outbox_service.opened().addCallback(lambda _: self.ready_fields())
 
-    def ready_line(self) -> str:
+    def ready_fields(self) -> dict[str, Any]:
         s = self._s
         g = s.generator
         if g.rate is not None:
@@ -277,20 +286,29 @@ class Status:
             generating = f"one event every {g.interval:g} s ({s.shape.shape})"
         else:
             generating = "off"
-        return (
-            f"ready: API on http://{self._api.address()}, metrics on http://{self._metrics_port.address()}"
-            f"/metrics, broker {s.broker.node.describe()} queue {s.routing.queue!r}, generator {generating}, "
-            f"{self._where()} holds {len(self._outbox)} events"
-        )
+        spool, replayed = s.outbox.spool_dir, self._outbox_service.replayed
+        held = f"spool {spool} holding {replayed} events" if spool else "no spool (events wait in memory)"
+        return {
+            "api": self._api.address(),
+            "metrics": self._metrics_port.address(),
+            "broker": s.broker.node.describe(),
+            "queue": s.routing.queue,
+            "generator": generating,
+            "rate": g.events_per_second,
+            "spool": spool,
+            "spool_events": replayed if spool else None,
+            "held": held,
+        }
 
-    def stopped(self) -> str:
+    def stopped_fields(self) -> dict[str, Any]:
         sample = self._metrics.registry.get_sample_value(f"{PREFIX}_published_success_total")
-        confirmed = int(sample or 0)
-        return f"stopped: {confirmed} events confirmed, {len(self._outbox)} left in {self._where()}"
-
-    def _where(self) -> str:
         spool = self._s.outbox.spool_dir
-        return f"spool {spool}" if spool else "the in-memory outbox (lost at exit: no spool)"
+        return {
+            "confirmed": int(sample or 0),
+            "left": len(self._outbox),
+            "spool": spool,
+            "where": f"left in spool {spool} for the next run" if spool else "not sent, lost (no spool)",
+        }
 
 
 def _publisher(s: Settings, reactor: Any, topology: Topology, outbox: Outbox, metrics: Metrics) -> Publisher:

@@ -229,6 +229,8 @@ class OutboxService(Service):
         self._spool = spool
         self._metrics = metrics
         self._opened: Deferred[None] | None = None
+        self.replayed = 0
+        """Events an earlier run left in the spool, read back on start."""
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -262,6 +264,7 @@ class OutboxService(Service):
                 count=len(recovery.rows),
             )
         self._outbox.restore(recovery)
+        self.replayed = len(recovery.rows)
         self._metrics.spool_replayed.inc(len(recovery.rows))
         self.log.info(
             "spool {path}: {count} events left from an earlier run are published first",
