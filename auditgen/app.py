@@ -170,6 +170,9 @@ class AuditgenService(MultiService):
         try:
             super().privilegedStartService()
         except PortInUse as e:
+            for child in self:
+                if isinstance(child, Listener):
+                    child.close()
             self.log.critical(
                 "{line}", line=e.line, event="service.port_in_use", setting=e.setting, port=e.port
             )
@@ -237,6 +240,10 @@ class Listener(Service):
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
+        return self.close()
+
+    def close(self) -> Deferred[None] | None:
+        """Stop listening, if listening."""
         listening, self.listening = self.listening, None
         return None if listening is None else maybeDeferred(listening.stopListening)  # type: ignore[call-overload]
 

@@ -44,19 +44,31 @@ def holder_of(port: int, proc: Path = Path("/proc")) -> str | None:
         pids = [entry for entry in os.listdir(proc) if entry.isdigit()]
     except OSError:
         return None
+    sockets = {f"socket:[{inode}]" for inode in inodes}
     for pid in pids:
-        fd_dir = proc / pid / "fd"
-        try:
-            links = {os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)}
-        except OSError:
-            continue
-        if any(f"socket:[{inode}]" in links for inode in inodes):
+        if sockets & _open_files(proc / pid / "fd"):
             try:
                 name = (proc / pid / "comm").read_text().strip()
             except OSError:
                 name = "?"
             return f"pid {pid} ({name})"
     return None
+
+
+def _open_files(fd_dir: Path) -> set[str]:
+    """What a process's file descriptors point at; those that close meanwhile, or that we may not
+    read, are left out."""
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return set()
+    links = set()
+    for fd in fds:
+        try:
+            links.add(os.readlink(fd_dir / fd))
+        except OSError:
+            continue
+    return links
 
 
 def _listening_inodes(port: int, proc: Path) -> set[str]:
