@@ -16,8 +16,6 @@ from typing import Any, Protocol
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
@@ -27,7 +25,7 @@ from auditgen.generator import Generator
 from auditgen.groundtruth import GroundTruth
 from auditgen.metrics import PREFIX, Metrics, metrics_site
 from auditgen.outbox import Outbox, OutboxService
-from auditgen.ports import PortInUse, holder_of
+from auditgen.ports import Listener, PortInUse
 from auditgen.publisher import Publisher
 from auditgen.routing import Topology
 from auditgen.scenario_mix import ScenarioMix
@@ -203,55 +201,6 @@ class AuditgenService(MultiService):
             self.log.info(STOPPED, event="service.stopped", **self.status.stopped_fields())
         if hasattr(self._reactor, "_exitSignal"):
             self._reactor._exitSignal = None
-
-
-class Listener(Service):
-    """A TCP port opened in privilegedStartService; in use, it raises PortInUse naming its setting."""
-
-    def __init__(self, reactor: Any, setting: str, host: str, port: int, factory: Any) -> None:
-        from twisted.internet.abstract import isIPv6Address
-        from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-
-        # An IPv6 address needs an IPv6 socket; a hostname binds its IPv4 address.
-        endpoint = TCP6ServerEndpoint if isIPv6Address(host) else TCP4ServerEndpoint
-        self.endpoint = endpoint(reactor, port, interface=host)
-        self.setting, self.host, self.port = setting, host, port
-        self._factory = factory
-        self.listening: IListeningPort | None = None
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        outcome: list[Any] = []
-        self.endpoint.listen(self._factory).addBoth(outcome.append)  # TCP endpoints answer at once
-        result = outcome[0] if outcome else None
-        if IListeningPort.providedBy(result):
-            self.listening = result
-            return
-        error = getattr(result, "value", result)
-        if isinstance(error, CannotListenError):
-            raise PortInUse(self.setting, self.host, self.port, error, holder_of(self.port)) from None
-        if error is not None:
-            raise error
-
-    def startService(self) -> None:
-        if self.listening is None and not self.running:
-            self.privilegedStartService()
-        super().startService()
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        return self.close()
-
-    def close(self) -> Deferred[None] | None:
-        """Stop listening, if listening."""
-        listening, self.listening = self.listening, None
-        return None if listening is None else maybeDeferred(listening.stopListening)  # type: ignore[call-overload]
-
-    def address(self) -> str:
-        """host:port as bound (the real port when 0 was asked for)."""
-        port = getattr(self.listening.getHost(), "port", self.port) if self.listening else self.port
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{port}"
 
 
 READY = (

@@ -1,4 +1,5 @@
-"""A port the service was told to open and cannot: the error that says which setting, and who holds it.
+"""The service's TCP ports: opened before any other part starts, and the error that says which setting
+could not be opened, and who holds the port.
 
 Who holds it is found the way `ss -ltnp` does, from /proc: the listening socket's inode in
 /proc/net/tcp{,6}, then the process with that inode among its open files. Best effort: other users'
@@ -9,8 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+from twisted.application.service import Service
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
 
 LISTEN = "0A"  # the TCP state LISTEN in /proc/net/tcp
 
@@ -21,7 +28,7 @@ class PortInUse(CannotListenError):
     def __init__(
         self, setting: str, host: str, port: int, error: CannotListenError, holder: str | None
     ) -> None:
-        super().__init__(host, port, error.socketError)  # type: ignore[no-untyped-call]
+        super().__init__(host, port, error.socketError)
         self.setting = setting
         reason = error.socketError
         why = getattr(reason, "strerror", None) or str(reason)
@@ -33,6 +40,53 @@ class PortInUse(CannotListenError):
 
     def __str__(self) -> str:
         return self.line
+
+
+class Listener(Service):
+    """A TCP port opened in privilegedStartService; in use, it raises PortInUse naming its setting."""
+
+    def __init__(self, reactor: Any, setting: str, host: str, port: int, factory: Any) -> None:
+        # An IPv6 address needs an IPv6 socket; a hostname binds its IPv4 address.
+        endpoint = TCP6ServerEndpoint if isIPv6Address(host) else TCP4ServerEndpoint
+        self.endpoint = endpoint(reactor, port, interface=host)
+        self.setting, self.host, self.port = setting, host, port
+        self._factory = factory
+        self.listening: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        outcome: list[Any] = []
+        self.endpoint.listen(self._factory).addBoth(outcome.append)
+        if not outcome:
+            raise RuntimeError(f"{self.setting}: the endpoint did not answer at once, as TCP endpoints do")
+        result = outcome[0]
+        if IListeningPort.providedBy(result):
+            self.listening = result
+            return
+        error = getattr(result, "value", result)
+        if isinstance(error, CannotListenError):
+            raise PortInUse(self.setting, self.host, self.port, error, holder_of(self.port)) from None
+        raise error
+
+    def startService(self) -> None:
+        if self.listening is None and not self.running:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        return self.close()
+
+    def close(self) -> Deferred[None] | None:
+        """Stop listening, if listening."""
+        listening, self.listening = self.listening, None
+        return None if listening is None else maybeDeferred(listening.stopListening)  # type: ignore[call-overload]
+
+    def address(self) -> str:
+        """host:port as bound (the real port when 0 was asked for)."""
+        port = getattr(self.listening.getHost(), "port", self.port) if self.listening else self.port
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{port}"
 
 
 def holder_of(port: int, proc: Path = Path("/proc")) -> str | None:

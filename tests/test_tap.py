@@ -21,7 +21,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from auditgen import app
 from auditgen.app import AuditgenService
 from auditgen.generator import Generator
-from auditgen.ports import PortInUse, holder_of
+from auditgen.ports import Listener, PortInUse, holder_of
 from auditgen.tap import Options
 
 
@@ -118,7 +118,7 @@ def test_ports_listen_on_the_configured_address() -> None:
 
     reactor = MemoryReactor()
     for host, kind in (("127.0.0.1", TCP4ServerEndpoint), ("::1", TCP6ServerEndpoint)):
-        service = app.Listener(reactor, "APP_PORT", host, 5000, object())
+        service = Listener(reactor, "APP_PORT", host, 5000, object())
         service.startService()
         assert isinstance(service.endpoint, kind)
         assert reactor.tcpServers[-1][0] == 5000
@@ -153,7 +153,7 @@ async def test_a_port_in_use_is_one_error_naming_the_setting_and_its_holder() ->
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        listener = app.Listener(reactor, "PROMETHEUS_PORT", "127.0.0.1", port, Factory())
+        listener = Listener(reactor, "PROMETHEUS_PORT", "127.0.0.1", port, Factory())
         with pytest.raises(PortInUse) as info:
             listener.privilegedStartService()
     line = str(info.value)
@@ -181,7 +181,7 @@ async def test_a_port_in_use_stops_the_tree_before_any_part_starts() -> None:
     assert line["log_level"] == LogLevel.critical
     assert (line["setting"], line["port"]) == ("PROMETHEUS_PORT", taken)
     assert not [child for child in root if child.running]
-    assert all(child.listening is None for child in root if isinstance(child, app.Listener))
+    assert all(child.listening is None for child in root if isinstance(child, Listener))
 
 
 def test_ready_and_stopped_lines_say_where_it_listens_and_what_is_left() -> None:
