@@ -38,7 +38,7 @@ _GROUPS: dict[str, type[Any]] = {
     "outbox": groups.OutboxSettings,
     "logs": groups.LogSettings,
 }
-_NODE_KEYS = ("host", "port", "user", "password", "vhost")
+_NODE_KEYS = ("host", "port", "user", "vhost")  # and the password, which may come from a file
 
 
 def read_dotenv(path: str | None) -> dict[str, str]:
@@ -90,7 +90,7 @@ def load_settings(
         given, "AUDITGEN_API_TOKEN", api["token"], "AUDITGEN_API_TOKEN_FILE", api.pop("token_file")
     )
     urls: tuple[groups.Broker, ...] | None = broker.pop("url")
-    node = groups.Broker(**{k: broker.pop(k) for k in _NODE_KEYS if k != "password"}, password=password)
+    node = groups.Broker(**{k: broker.pop(k) for k in _NODE_KEYS}, password=password)
     if urls is not None and "RABBITMQ_PASS_FILE" in given:
         # The URLs name the brokers, the file holds the password: a URL with a password too is ambiguous.
         if url_has_password:
