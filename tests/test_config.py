@@ -194,3 +194,19 @@ def test_spool_dir_must_be_a_writable_directory(tmp_path: Path) -> None:
     fresh = tmp_path / "new" / "spool"
     assert load_settings({"spool-dir": str(fresh)}, {}, {}).outbox.spool_dir == str(fresh)
     assert not fresh.exists(), "parsing settings must not create anything"
+
+
+def test_every_setting_has_a_topic_and_every_topic_settings() -> None:
+    """The topics (groups of Settings, headings of --help and the reference) and the table agree."""
+    from auditgen.config import TOPICS
+
+    assert {spec.topic for spec in SPECS} == set(TOPICS)
+
+
+def test_the_shape_group_is_the_generators_shape_settings() -> None:
+    """The traffic shape is described once: settings.shape is the ShapeSettings the generator and PUT
+    /generator use, with its defaults and checks."""
+    from auditgen.shapes import ShapeSettings
+
+    assert load_settings({}, {}, {}).shape == ShapeSettings()
+    assert load_settings({"shape": "bursts"}, {}, {}).shape == ShapeSettings("bursts")
