@@ -59,13 +59,14 @@ class Options(usage.Options):
         sys.exit(0)
 
     def getUsage(self, width: int | None = None) -> str:
-        """The options under one heading per topic, in the order of the spec table."""
+        """The options under one heading per topic, in the order of the spec table (alphabetical within
+        a topic, as Twisted sorts them)."""
         width = width or int(os.environ.get("COLUMNS", "80"))
-        by_topic: dict[str, list[str]] = {"": list(GENERAL)}
+        by_title: dict[str, list[str]] = {"General": list(GENERAL)}
         for spec in SPECS:
-            by_topic.setdefault(spec.topic, []).append(spec.option)
+            by_title.setdefault(TOPICS[spec.topic], []).append(spec.option)
         sections = []
-        for topic, options in by_topic.items():
+        for title, options in by_title.items():
             rows = [
                 {
                     "long": option,
@@ -77,7 +78,7 @@ class Options(usage.Options):
                 }
                 for option in options
             ]
-            sections.append(f"{TOPICS.get(topic, 'General')}:\n{''.join(usage.docMakeChunks(rows, width))}")
+            sections.append(f"{title}:\n{''.join(usage.docMakeChunks(rows, width))}")
         longdesc = "\n".join(textwrap.wrap(self.longdesc, width))
         return "\n".join(sections) + "\n" + longdesc + "\n"
 
