@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import sys
 from collections.abc import Mapping
@@ -23,15 +24,18 @@ from typing import IO, Any
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     textFileLogObserver,
 )
 from twisted.python.failure import Failure
 from twisted.python.logfile import LogFile
+from zope.interface import implementer
 
 # Keys of the fixed fields of a JSON line; a log call's context key of the same name gets a "_" suffix.
 FIXED = ("time", "level", "namespace", "event", "message", "traceback")
@@ -113,11 +117,24 @@ def _safe(value: Any, depth: int) -> Any:
     return _text(value)
 
 
+# Twisted's lines for each port opened and closed ("ApiSite starting on 5000", "(TCP Port 5000 Closed)"):
+# the service's ready line says what listens where, with the setting's name.
+PORT_NOISE = re.compile(r"\S+ starting on \d+|\(TCP Port \d+ Closed\)")
+
+
 def observer(out: IO[Any], log_format: str, log_level: str) -> ILogObserver:
-    """Lines of the given format to `out`, for events at log_level or above."""
+    """Lines of the given format to `out`, for events at log_level or above, without the port noise."""
     lines = FileLogObserver(out, json_line) if log_format == "json" else textFileLogObserver(out)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(log_level))
-    return FilteringLogObserver(lines, [predicate])
+    return FilteringLogObserver(lines, [predicate, NoPortNoise()])
+
+
+@implementer(ILogFilterPredicate)
+class NoPortNoise:
+    """Drops Twisted's lines for ports opened and closed; decides nothing about the others."""
+
+    def __call__(self, event: LogEvent) -> Any:
+        return PredicateResult.no if PORT_NOISE.fullmatch(event_name(event)) else PredicateResult.maybe
 
 
 def twistd_observer(twistd: Mapping[str, Any] | None, log_format: str, log_level: str) -> ILogObserver | None:

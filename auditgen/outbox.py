@@ -236,11 +236,28 @@ class OutboxService(Service):
         self._spool = spool
         self._metrics = metrics
         self._opened: Deferred[None] | None = None
+        self.replayed = 0
+        """Events an earlier run left in the spool, read back on start."""
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         if self._spool is not None:
             self._opened = self._spool.open().addCallbacks(self._recovered, self._failed)
+
+    def opened(self) -> Deferred[None]:
+        """Fires once the spool was read back (at once without a spool, or before start); a spool that
+        failed to open was logged and fires it too."""
+        done: Deferred[None] = Deferred()
+        if self._opened is None:
+            done.callback(None)
+        else:
+
+            def fire(result: object) -> object:
+                done.callback(None)
+                return result
+
+            self._opened.addBoth(fire)
+        return done
 
     def _recovered(self, recovery: Recovery) -> None:
         assert self._spool is not None
@@ -254,6 +271,7 @@ class OutboxService(Service):
                 count=len(recovery.rows),
             )
         self._outbox.restore(recovery)
+        self.replayed = len(recovery.rows)
         self._metrics.spool_replayed.inc(len(recovery.rows))
         self.log.info(
             "spool {path}: {count} events left from an earlier run are published first",

@@ -162,6 +162,10 @@ class AuditAPI:
         self._token = token
         self._console = console
 
+    def close(self) -> None:
+        """Start refusing new events (503) and report "stopping": the first step of a graceful shutdown."""
+        self.closing = True
+
     def resource(self) -> IResource:
         """The routes, behind the API token when there is one."""
         routes = self.app.resource()

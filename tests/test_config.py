@@ -12,16 +12,27 @@ from auditgen.config import SPECS, ConfigError, load_settings, read_dotenv
 def test_defaults_match_the_legacy_service() -> None:
     """With nothing set, the service talks to localhost:5672 as guest and publishes to audit_events."""
     s = load_settings({}, {}, {})
-    assert (s.broker.host, s.broker.port, s.broker.user, s.broker.password, s.broker.vhost) == (
+    assert (
+        s.broker.node.host,
+        s.broker.node.port,
+        s.broker.node.user,
+        s.broker.node.password,
+        s.broker.node.vhost,
+    ) == (
         "localhost",
         5672,
         "guest",
         "guest",
         "/",
     )
-    assert not s.broker.tls
-    assert (s.queue, s.app_port, s.prometheus_port, s.interval) == ("audit_events", 5000, 8000, 5.0)
-    assert s.outbox_max == 10_000
+    assert not s.broker.node.tls
+    assert (s.routing.queue, s.api.port, s.metrics.port, s.generator.interval) == (
+        "audit_events",
+        5000,
+        8000,
+        5.0,
+    )
+    assert s.outbox.max_events == 10_000
 
 
 def test_option_beats_environment_beats_dotenv_beats_default() -> None:
@@ -30,16 +41,16 @@ def test_option_beats_environment_beats_dotenv_beats_default() -> None:
     environ = {"APP_PORT": "7002", "PROMETHEUS_PORT": "7003"}
     dotenv = {"APP_PORT": "7004", "PROMETHEUS_PORT": "7005", "RABBITMQ_QUEUE": "from_dotenv"}
     s = load_settings(options, environ, dotenv)
-    assert s.app_port == 7001
-    assert s.prometheus_port == 7003
-    assert s.queue == "from_dotenv"
-    assert s.broker.host == "localhost"
+    assert s.api.port == 7001
+    assert s.metrics.port == 7003
+    assert s.routing.queue == "from_dotenv"
+    assert s.broker.node.host == "localhost"
 
 
 def test_interval_is_a_float_and_zero_turns_generation_off() -> None:
     """EVENT_GENERATION_INTERVAL_SECONDS takes fractions, and 0 is allowed."""
-    assert load_settings({}, {"EVENT_GENERATION_INTERVAL_SECONDS": "0.25"}, {}).interval == 0.25
-    assert load_settings({"interval": "0"}, {}, {}).interval == 0.0
+    assert load_settings({}, {"EVENT_GENERATION_INTERVAL_SECONDS": "0.25"}, {}).generator.interval == 0.25
+    assert load_settings({"interval": "0"}, {}, {}).generator.interval == 0.0
 
 
 @pytest.mark.parametrize(
@@ -80,7 +91,13 @@ def test_bad_values_name_the_setting_and_the_value(
 def test_traffic_shape_and_its_parameters_are_read() -> None:
     """AUDITGEN_SHAPE and the shape parameters: constant by default, and each read as a number."""
     s = load_settings({}, {}, {})
-    assert (s.shape, s.burst_on_seconds, s.burst_off_seconds, s.daily_peak_hour, s.daily_min_ratio) == (
+    assert (
+        s.shape.shape,
+        s.shape.burst_on_seconds,
+        s.shape.burst_off_seconds,
+        s.shape.daily_peak_hour,
+        s.shape.daily_min_ratio,
+    ) == (
         "constant",
         10.0,
         50.0,
@@ -93,7 +110,12 @@ def test_traffic_shape_and_its_parameters_are_read() -> None:
         "AUDITGEN_DAILY_PEAK_HOUR": "23.5",
     }
     s = load_settings({"shape": "daily", "burst-on-seconds": "2.5"}, environ, {})
-    assert (s.shape, s.burst_on_seconds, s.burst_off_seconds, s.daily_peak_hour) == ("daily", 2.5, 0.0, 23.5)
+    assert (s.shape.shape, s.shape.burst_on_seconds, s.shape.burst_off_seconds, s.shape.daily_peak_hour) == (
+        "daily",
+        2.5,
+        0.0,
+        23.5,
+    )
 
 
 def test_url_overrides_the_five_broker_settings() -> None:
@@ -103,20 +125,26 @@ def test_url_overrides_the_five_broker_settings() -> None:
         {"RABBITMQ_HOST": "ignored", "RABBITMQ_URL": "amqps://app%40x:p%2Fw@rabbit.example:5673/prod%2Fa"},
         {},
     )
-    assert (s.broker.host, s.broker.port, s.broker.user, s.broker.password, s.broker.vhost) == (
+    assert (
+        s.broker.node.host,
+        s.broker.node.port,
+        s.broker.node.user,
+        s.broker.node.password,
+        s.broker.node.vhost,
+    ) == (
         "rabbit.example",
         5673,
         "app@x",
         "p/w",
         "prod/a",
     )
-    assert s.broker.tls
+    assert s.broker.node.tls
 
 
 def test_url_defaults_port_by_scheme_and_vhost_to_root() -> None:
     """amqp:// defaults to 5672 and amqps:// to 5671; an empty path means vhost /."""
-    assert load_settings({}, {"RABBITMQ_URL": "amqp://h"}, {}).broker.port == 5672
-    tls = load_settings({}, {"RABBITMQ_URL": "amqps://h/"}, {}).broker
+    assert load_settings({}, {"RABBITMQ_URL": "amqp://h"}, {}).broker.node.port == 5672
+    tls = load_settings({}, {"RABBITMQ_URL": "amqps://h/"}, {}).broker.node
     assert (tls.port, tls.vhost) == (5671, "/")
 
 
@@ -126,9 +154,9 @@ def test_password_never_appears_in_errors_or_repr() -> None:
         load_settings({}, {"RABBITMQ_URL": "amqp://u:s3cret@h:notaport/"}, {})
     assert "s3cret" not in str(info.value)
     s = load_settings({}, {"RABBITMQ_PASS": "s3cret"}, {})
-    assert s.broker.password == "s3cret"
+    assert s.broker.node.password == "s3cret"
     assert "s3cret" not in repr(s)
-    assert "s3cret" not in s.broker.describe()
+    assert "s3cret" not in s.broker.node.describe()
 
 
 def test_dotenv_file_is_read_and_a_missing_named_file_is_an_error(tmp_path: Path) -> None:
@@ -136,7 +164,7 @@ def test_dotenv_file_is_read_and_a_missing_named_file_is_an_error(tmp_path: Path
     env_file = tmp_path / "custom.env"
     env_file.write_text("RABBITMQ_QUEUE=from_file\n# comment\nAPP_PORT=5999\n")
     values = read_dotenv(str(env_file))
-    assert load_settings({}, {}, values).queue == "from_file"
+    assert load_settings({}, {}, values).routing.queue == "from_file"
     with pytest.raises(ConfigError, match="not a readable file"):
         read_dotenv(str(tmp_path / "missing.env"))
 
@@ -164,5 +192,21 @@ def test_spool_dir_must_be_a_writable_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be created"):
         load_settings({"spool-dir": str(a_file / "spool")}, {}, {})
     fresh = tmp_path / "new" / "spool"
-    assert load_settings({"spool-dir": str(fresh)}, {}, {}).spool_dir == str(fresh)
+    assert load_settings({"spool-dir": str(fresh)}, {}, {}).outbox.spool_dir == str(fresh)
     assert not fresh.exists(), "parsing settings must not create anything"
+
+
+def test_every_setting_has_a_topic_and_every_topic_settings() -> None:
+    """The topics (groups of Settings, headings of --help and the reference) and the table agree."""
+    from auditgen.config import TOPICS
+
+    assert {spec.topic for spec in SPECS} == set(TOPICS)
+
+
+def test_the_shape_group_is_the_generators_shape_settings() -> None:
+    """The traffic shape is described once: settings.shape is the ShapeSettings the generator and PUT
+    /generator use, with its defaults and checks."""
+    from auditgen.shapes import ShapeSettings
+
+    assert load_settings({}, {}, {}).shape == ShapeSettings()
+    assert load_settings({"shape": "bursts"}, {}, {}).shape == ShapeSettings("bursts")

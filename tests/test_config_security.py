@@ -41,8 +41,8 @@ def _error(environ: dict[str, str], options: dict[str, str] | None = None) -> st
 def test_tls_defaults_check_the_broker_name_against_the_system_trust_store() -> None:
     """With only an amqps:// URL: no CA file (system store), no client certificate, name checked."""
     s = load_settings({}, AMQPS, {})
-    assert s.broker.tls
-    assert (s.tls_ca_file, s.tls_cert_file, s.tls_key_file, s.tls_verify_hostname) == (None, None, None, True)
+    assert s.broker.node.tls
+    assert (s.tls.ca_file, s.tls.cert_file, s.tls.key_file, s.tls.verify_hostname) == (None, None, None, True)
 
 
 def test_tls_files_are_read_and_checked_at_start(pems: dict[str, str]) -> None:
@@ -57,9 +57,9 @@ def test_tls_files_are_read_and_checked_at_start(pems: dict[str, str]) -> None:
         },
         {},
     )
-    assert (s.tls_ca_file, s.tls_cert_file, s.tls_key_file) == (pems["ca"], pems["cert"], pems["key"])
-    assert s.tls_verify_hostname is False
-    tls = ClientTLS.load(s.tls_ca_file, s.tls_cert_file, s.tls_key_file, s.tls_verify_hostname)
+    assert (s.tls.ca_file, s.tls.cert_file, s.tls.key_file) == (pems["ca"], pems["cert"], pems["key"])
+    assert s.tls.verify_hostname is False
+    tls = ClientTLS.load(s.tls.ca_file, s.tls.cert_file, s.tls.key_file, s.tls.verify_hostname)
     assert tls.creator("rabbit.example") is not None
 
 
@@ -120,9 +120,9 @@ def test_password_file_gives_the_password_without_its_newline(tmp_path: Path) ->
     """RABBITMQ_PASS_FILE holds the password (a Docker or Kubernetes secret ends with a newline)."""
     secret = tmp_path / "pass"
     secret.write_text("s3cret pass\n")
-    assert load_settings({}, {"RABBITMQ_PASS_FILE": str(secret)}, {}).broker.password == "s3cret pass"
+    assert load_settings({}, {"RABBITMQ_PASS_FILE": str(secret)}, {}).broker.node.password == "s3cret pass"
     with_url = load_settings({"rabbitmq-pass-file": str(secret)}, {"RABBITMQ_URL": "amqps://app@h/"}, {})
-    assert (with_url.broker.user, with_url.broker.password) == ("app", "s3cret pass")
+    assert (with_url.broker.node.user, with_url.broker.node.password) == ("app", "s3cret pass")
 
 
 def test_password_given_two_ways_is_refused(tmp_path: Path) -> None:
@@ -138,12 +138,12 @@ def test_password_given_two_ways_is_refused(tmp_path: Path) -> None:
 
 def test_token_from_the_environment_or_a_file(tmp_path: Path) -> None:
     """AUDITGEN_API_TOKEN, or AUDITGEN_API_TOKEN_FILE without its trailing newline; unset means none."""
-    assert load_settings({}, {}, {}).api_token is None
-    assert load_settings({}, {"AUDITGEN_API_TOKEN": "t0ken"}, {}).api_token == "t0ken"
+    assert load_settings({}, {}, {}).api.token is None
+    assert load_settings({}, {"AUDITGEN_API_TOKEN": "t0ken"}, {}).api.token == "t0ken"
     token_file = tmp_path / "token"
     token_file.write_text("f1le-t0ken\r\n")
     s = load_settings({}, {"AUDITGEN_API_TOKEN_FILE": str(token_file)}, {})
-    assert s.api_token == "f1le-t0ken"
+    assert s.api.token == "f1le-t0ken"
     assert "f1le-t0ken" not in repr(s)
 
 
@@ -194,10 +194,10 @@ def test_secrets_on_the_command_line_are_noted() -> None:
 def test_bind_addresses_default_to_every_interface_and_take_ips_or_hostnames() -> None:
     """APP_HOST and PROMETHEUS_HOST: 0.0.0.0 as the legacy service; IPv4, IPv6 or a hostname."""
     s = load_settings({}, {}, {})
-    assert (s.app_host, s.prometheus_host) == ("0.0.0.0", "0.0.0.0")
+    assert (s.api.host, s.metrics.host) == ("0.0.0.0", "0.0.0.0")
     s = load_settings({"app-host": "127.0.0.1"}, {"PROMETHEUS_HOST": "::1"}, {})
-    assert (s.app_host, s.prometheus_host) == ("127.0.0.1", "::1")
-    assert load_settings({}, {"APP_HOST": "api.internal-1.example"}, {}).app_host == "api.internal-1.example"
+    assert (s.api.host, s.metrics.host) == ("127.0.0.1", "::1")
+    assert load_settings({}, {"APP_HOST": "api.internal-1.example"}, {}).api.host == "api.internal-1.example"
 
 
 @pytest.mark.parametrize("bad", ["", "256.1.1.1.1", "[::1]", "host name", "-bad.example", "a..b", "x" * 64])

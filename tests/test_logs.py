@@ -19,6 +19,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, capturedLogs, textFileLogObserver
 from twisted.python.failure import Failure
 
+from auditgen.app import AuditgenService
 from auditgen.config import Broker, ConfigError, load_settings
 from auditgen.events import Catalog, EventFactory
 from auditgen.generator import Generator
@@ -27,7 +28,6 @@ from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.publisher import Publisher
 from auditgen.spool import SpoolError
-from auditgen.tap import AuditgenService
 
 FIXED_FIELDS = {"time", "level", "namespace", "event", "message"}
 
@@ -206,9 +206,16 @@ def test_bad_log_settings_are_refused(environ: dict[str, str], expected: str) ->
 def test_log_settings_default_to_text_at_info_and_ignore_case() -> None:
     """Unset: twistd's text lines at info; values are read in any case."""
     s = load_settings({}, {}, {})
-    assert (s.log_format, s.log_level) == ("text", "info")
+    assert (s.logs.format, s.logs.level) == ("text", "info")
     s = load_settings({"log-format": "JSON"}, {"AUDITGEN_LOG_LEVEL": "Debug"}, {})
-    assert (s.log_format, s.log_level) == ("json", "debug")
+    assert (s.logs.format, s.logs.level) == ("json", "debug")
+
+
+class NoAPI:
+    """An API that is never asked anything but to close."""
+
+    def close(self) -> None:
+        pass
 
 
 def test_the_service_gives_twistds_application_its_observer() -> None:
@@ -216,10 +223,10 @@ def test_the_service_gives_twistds_application_its_observer() -> None:
     out = io.StringIO()
     obs = observer(out, "json", "info")
     application = Application("auditgen")
-    AuditgenService(Clock(), object(), obs).setServiceParent(application)
+    AuditgenService(Clock(), NoAPI(), obs).setServiceParent(application)
     assert application.getComponent(ILogObserver) is obs
     bare = Application("auditgen")
-    AuditgenService(Clock(), object()).setServiceParent(bare)
+    AuditgenService(Clock(), NoAPI()).setServiceParent(bare)
     assert bare.getComponent(ILogObserver) is None
 
 

@@ -69,17 +69,17 @@ def test_bad_templates_stop_start_up_naming_the_setting(template: str, expected:
 def test_defaults_publish_to_the_default_exchange_with_the_queue_as_key() -> None:
     """Unset, routing is as before: default exchange, routing key = queue, classic queue, declared."""
     s = load_settings({}, {"RABBITMQ_QUEUE": "q{1}"}, {})
-    assert s.routing.fixed == "q{1}"
-    assert s.event_routing is None  # events take the sending run's queue, even from an older spool
-    assert s.topology == Topology(queue="q{1}")
-    assert s.topology.queue_arguments is None
+    assert s.routing.routing.fixed == "q{1}"
+    assert s.routing.event_routing is None  # events take the sending run's queue, even from an older spool
+    assert s.routing.topology == Topology(queue="q{1}")
+    assert s.routing.topology.queue_arguments is None
 
 
 def test_binding_key_defaults_by_exchange_type() -> None:
     """'#' for topic (every event), the routing key for direct, '' for fanout and headers; given, as is."""
 
     def binding(**env: str) -> str:
-        return load_settings({}, {"RABBITMQ_EXCHANGE": "audit", **env}, {}).topology.binding_key
+        return load_settings({}, {"RABBITMQ_EXCHANGE": "audit", **env}, {}).routing.topology.binding_key
 
     assert binding() == "#"
     assert binding(RABBITMQ_EXCHANGE_TYPE="direct", RABBITMQ_ROUTING_KEY="k") == "k"
@@ -96,7 +96,7 @@ def test_a_direct_exchange_with_a_templated_key_needs_a_binding_key() -> None:
     s = load_settings(
         {"rabbitmq-binding-key": "audit.user_login"}, {**env, "RABBITMQ_ROUTING_KEY": "a.{user_id}"}, {}
     )
-    assert s.topology.binding_key == "audit.user_login"
+    assert s.routing.topology.binding_key == "audit.user_login"
 
 
 @pytest.mark.parametrize(
@@ -125,22 +125,22 @@ def test_bad_routing_settings_are_refused(env: dict[str, str], expected: str) ->
 def test_quorum_and_no_declare_are_read() -> None:
     """RABBITMQ_QUEUE_TYPE=quorum declares x-queue-type=quorum; RABBITMQ_DECLARE=false declares nothing."""
     s = load_settings({"rabbitmq-queue-type": "Quorum"}, {"RABBITMQ_DECLARE": "false"}, {})
-    assert s.topology.queue_type == "quorum"
-    assert s.topology.queue_arguments == {"x-queue-type": "quorum"}
-    assert s.topology.declare is False
+    assert s.routing.topology.queue_type == "quorum"
+    assert s.routing.topology.queue_arguments == {"x-queue-type": "quorum"}
+    assert s.routing.topology.declare is False
 
 
 def test_a_url_list_gives_every_node_in_order() -> None:
     """RABBITMQ_URL takes comma-separated URLs (spaces allowed); `broker` is the first node."""
     s = load_settings({}, {"RABBITMQ_URL": "amqp://u:p@n1:5672/v, amqp://u:p@n2:5673/v,amqps://u:p@n3/v"}, {})
-    assert [(b.host, b.port, b.tls) for b in s.brokers] == [
+    assert [(b.host, b.port, b.tls) for b in s.broker.nodes] == [
         ("n1", 5672, False),
         ("n2", 5673, False),
         ("n3", 5671, True),
     ]
-    assert s.broker is s.brokers[0]
-    assert {(b.user, b.password, b.vhost) for b in s.brokers} == {("u", "p", "v")}
-    assert load_settings({}, {}, {}).brokers == (load_settings({}, {}, {}).broker,)
+    assert s.broker.node is s.broker.nodes[0]
+    assert {(b.user, b.password, b.vhost) for b in s.broker.nodes} == {("u", "p", "v")}
+    assert load_settings({}, {}, {}).broker.nodes == (load_settings({}, {}, {}).broker.node,)
 
 
 @pytest.mark.parametrize(
@@ -172,5 +172,5 @@ def test_no_password_of_the_list_appears_in_an_error() -> None:
 def test_a_routing_key_template_is_stored_with_each_event() -> None:
     """With RABBITMQ_ROUTING_KEY set, each event's key is computed when it is accepted (and spooled)."""
     s = load_settings({}, {"RABBITMQ_ROUTING_KEY": "audit.{event_type}"}, {})
-    assert s.event_routing is not None
-    assert s.event_routing.render({"event_type": "user_login"}) == "audit.user_login"
+    assert s.routing.event_routing is not None
+    assert s.routing.event_routing.render({"event_type": "user_login"}) == "audit.user_login"

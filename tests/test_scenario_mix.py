@@ -121,16 +121,19 @@ def test_a_rate_out_of_range_is_refused() -> None:
         mix(1001, "x", Clock(), [])
     with pytest.raises(ConfigError, match=r"AUDITGEN_SCENARIO_RATE.*from 0 to 1000"):
         load_settings({}, {"AUDITGEN_SCENARIO_RATE": "-1"}, {})
-    assert load_settings({"scenario-rate": "2.5"}, {}, {}).scenario_rate == 2.5
-    assert load_settings({}, {}, {}).scenario_rate == 0
+    assert load_settings({"scenario-rate": "2.5"}, {}, {}).scenarios.rate == 2.5
+    assert load_settings({}, {}, {}).scenarios.rate == 0
 
 
 def test_the_ground_truth_queue_must_not_be_the_event_queue() -> None:
     """Records among the events would reach the event consumers: start-up refuses it."""
     with pytest.raises(ConfigError, match="AUDITGEN_GROUND_TRUTH_QUEUE"):
         load_settings({"ground-truth-queue": "audit_events"}, {}, {})
-    assert load_settings({}, {"AUDITGEN_GROUND_TRUTH_QUEUE": "truth"}, {}).ground_truth_queue == "truth"
-    assert load_settings({}, {}, {}).ground_truth_queue is None
+    assert (
+        load_settings({}, {"AUDITGEN_GROUND_TRUTH_QUEUE": "truth"}, {}).scenarios.ground_truth_queue
+        == "truth"
+    )
+    assert load_settings({}, {}, {}).scenarios.ground_truth_queue is None
 
 
 def test_a_record_the_full_outbox_cannot_take_waits_and_is_retried() -> None:

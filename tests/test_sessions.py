@@ -3,7 +3,6 @@ share, determinism, and the settings and wiring that turn them on."""
 
 from __future__ import annotations
 
-import gc
 import itertools
 import random
 import uuid
@@ -14,14 +13,16 @@ from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 
+from auditgen import app
 from auditgen.config import ConfigError, load_settings
 from auditgen.events import SOURCE_GENERATED, Catalog, EventFactory, builtin_data
 from auditgen.generator import Generator
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.sessions import SessionMix
-from auditgen.tap import Options, makeService
+from auditgen.tap import Options
 from tests.test_generator import taken
 
 FIXED_NOW = datetime(2026, 11, 27, 17, 46, 4, 123456, tzinfo=UTC)
@@ -246,10 +247,10 @@ def test_session_settings_default_and_refuse_bad_values() -> None:
     """AUDITGEN_SESSION_SHARE defaults to 0.3 and takes 0 to 1; AUDITGEN_SESSIONS defaults to 20 and
     takes 1 to 100000; anything else stops start-up naming the setting and the value."""
     s = load_settings({}, {}, {})
-    assert (s.session_share, s.sessions) == (0.3, 20)
+    assert (s.sessions.share, s.sessions.count) == (0.3, 20)
     s = load_settings({"session-share": "0", "sessions": "1"}, {"AUDITGEN_SESSION_SHARE": "0.5"}, {})
-    assert (s.session_share, s.sessions) == (0.0, 1)
-    assert load_settings({}, {"AUDITGEN_SESSION_SHARE": "1"}, {}).session_share == 1.0
+    assert (s.sessions.share, s.sessions.count) == (0.0, 1)
+    assert load_settings({}, {"AUDITGEN_SESSION_SHARE": "1"}, {}).sessions.share == 1.0
     for options, message in [
         ({"session-share": "1.5"}, "invalid --session-share: '1.5': expected a share of events from 0 to 1"),
         ({"session-share": "-0.1"}, "invalid --session-share: '-0.1'"),
@@ -264,14 +265,11 @@ def test_session_settings_default_and_refuse_bad_values() -> None:
 
 @pytest.mark.parametrize(("args", "mixed"), [([], True), (["--session-share=0"], False)])
 def test_the_service_mixes_in_sessions_only_above_share_zero(args: list[str], mixed: bool) -> None:
-    """twistd auditgen's generator makes events through a SessionMix by default; with share 0 it calls
+    """The service's generator makes events through a SessionMix by default; with share 0 it calls
     the plain factory, exactly as before sessions existed."""
     options = Options()
     options.parseOptions(args)
-    try:
-        root = makeService(options)
-    finally:
-        gc.unfreeze()  # makeService freezes the heap for the process it runs in; not for the test run
+    root = app.build(options.settings, options.catalog, MemoryReactorClock())
     [generator] = [service for service in root if isinstance(service, Generator)]
     assert isinstance(generator._make, SessionMix) is mixed
     if not mixed:

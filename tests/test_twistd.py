@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from twisted.internet.error import ConnectError
 from twisted.internet.threads import deferToThread
 
 from auditgen.config import SPECS
-from tests.conftest import BROKER_HOST, BROKER_PORT, drain_queue, free_port, wait_for
+from tests.conftest import BROKER_HOST, BROKER_PORT, blocking_connection, drain_queue, free_port, wait_for
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 
@@ -239,7 +240,8 @@ async def _run_until_connected_then_stop(process: subprocess.Popen[str], app_por
 async def test_foreground_log_lines_in_each_format(tmp_path: Path, queue_name: str, log_format: str) -> None:
     """`twistd -n auditgen --log-format=F` to stdout: json gives only JSON objects with time, level,
     namespace, event and message, text gives twistd's classic lines (the default, unchanged); either
-    way the connected line appears once."""
+    way the connected, ready and stopped lines appear once (ready with both bound addresses and the
+    rate), and Twisted's lines per port opened or closed are gone."""
     app_port, metrics_port = free_port(), free_port()
     format_option = [] if log_format == "text" else [f"--log-format={log_format}"]
     process = start_foreground(
@@ -249,9 +251,15 @@ async def test_foreground_log_lines_in_each_format(tmp_path: Path, queue_name: s
     await _run_until_connected_then_stop(process, app_port)
     lines = process.communicate()[0].splitlines()
     assert process.returncode == 0, lines
+    noise = ("starting on", "Starting factory", "Stopping factory", "Port ")
+    assert not [line for line in lines if any(word in line for word in noise)], lines
     if log_format == "text":
         assert lines and all(TEXT_LINE.match(line) for line in lines), lines
         assert sum("connected to RabbitMQ" in line for line in lines) == 1
+        [ready] = [line for line in lines if "ready: API on" in line]
+        assert f":{app_port}, metrics on http://" in ready and f":{metrics_port}/metrics" in ready
+        assert "50 events/s" in ready and "no spool" in ready
+        assert sum(" stopped: " in line for line in lines) == 1
         return
     records = [json.loads(line) for line in lines]
     assert all({"time", "level", "namespace", "event", "message"} <= set(r) for r in records), records
@@ -261,3 +269,107 @@ async def test_foreground_log_lines_in_each_format(tmp_path: Path, queue_name: s
     assert connected[0]["queue"] == queue_name
     assert connected[0]["namespace"] == "auditgen.publisher.Publisher"
     assert "debug" not in {r["level"] for r in records}
+    [ready] = [r for r in records if r["event"] == "service.ready"]
+    assert ready["api"].endswith(f":{app_port}") and ready["metrics"].endswith(f":{metrics_port}")
+    assert (ready["queue"], ready["rate"], ready["spool"]) == (queue_name, 50.0, None)
+    [stopped] = [r for r in records if r["event"] == "service.stopped"]
+    assert stopped["confirmed"] >= 1 and stopped["left"] == 0
+
+
+def test_a_bad_setting_prints_one_line_and_a_hint_to_stderr_not_the_help(tmp_path: Path) -> None:
+    """RABBITMQ_PORT=abc: nothing on stdout (not the help), and on stderr the error line naming the
+    variable and the value, then a hint to --help; a non-zero exit."""
+    result = run_twistd("-n", "--pidfile=", "auditgen", cwd=tmp_path, env={"RABBITMQ_PORT": "abc"})
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert "RABBITMQ_PORT" in lines[0] and "'abc'" in lines[0]
+    assert "--help" in lines[1]
+
+
+def test_an_unknown_option_is_one_line_too(tmp_path: Path) -> None:
+    """A mistyped option is a usage error like a bad value: one line and the hint, no help."""
+    result = run_twistd("-n", "--pidfile=", "auditgen", "--rabit-host=x", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "rabit-host" in result.stderr and len(result.stderr.splitlines()) == 2, result.stderr
+
+
+def test_version_prints_auditgens_version(tmp_path: Path) -> None:
+    """`twistd -n auditgen --version` prints the package's version (not Twisted's) and exits 0."""
+    import auditgen
+
+    result = run_twistd("-n", "auditgen", "--version", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, f"auditgen {auditgen.__version__}\n")
+
+
+def test_help_groups_the_options_by_topic(tmp_path: Path) -> None:
+    """--help has a heading per topic, in the table's order, and each option under its own topic."""
+    from auditgen.config import TOPICS
+
+    usage = run_twistd("-n", "auditgen", "--help", cwd=tmp_path).stdout
+    starts = [usage.index(f"\n{title}:\n") for title in TOPICS.values()]
+    assert starts == sorted(starts)
+    ends = [*starts[1:], len(usage)]
+    section = dict(zip(TOPICS, (usage[a:b] for a, b in zip(starts, ends, strict=True)), strict=True))
+    for spec in SPECS:
+        assert f"--{spec.option}=" in section[spec.topic], (spec.option, spec.topic)
+
+
+def test_help_into_a_closed_pipe_prints_no_traceback(tmp_path: Path) -> None:
+    """`twistd -n auditgen --help | head -3`: the reader leaves early; twistd exits without a
+    traceback (here the pipe is closed before anything is written, which is the worst case)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [TWISTD, "-n", "auditgen", "--help"],
+            cwd=tmp_path,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr and "Error" not in result.stderr, result.stderr
+    assert result.returncode == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("setting", ["APP_PORT", "PROMETHEUS_PORT"])
+@pytest_twisted.ensureDeferred
+async def test_a_port_in_use_exits_at_once_with_one_line_and_publishes_nothing(
+    tmp_path: Path, queue_name: str, setting: str
+) -> None:
+    """With one of its ports held by another process, `twistd -n auditgen` exits non-zero before it
+    starts anything: one line names the port, the setting and the holder (this test's process), there
+    is no traceback, and the queue gets nothing although the generator was asked for 100 events/s."""
+    conn = blocking_connection()
+    try:
+        conn.channel().queue_declare(queue_name, durable=True)
+    finally:
+        conn.close()
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        ports = {"APP_PORT": free_port(), "PROMETHEUS_PORT": free_port(), setting: taken}
+        process = start_foreground(
+            tmp_path, queue_name, f"--app-port={ports['APP_PORT']}",
+            f"--prometheus-port={ports['PROMETHEUS_PORT']}", "--rate=100",
+        )  # fmt: skip
+        try:
+            await wait_for(lambda: process.poll() is not None, timeout=30, what="twistd to exit")
+        finally:
+            if process.poll() is None:
+                process.kill()
+            output = process.communicate()[0]
+    assert process.returncode != 0
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if setting in line]
+    assert len(lines) == 1, output
+    assert f":{taken}" in lines[0] and f"pid {os.getpid()}" in lines[0], lines[0]
+    assert "connected to RabbitMQ" not in output
+    assert await deferToThread(drain_queue, queue_name) == []
