@@ -26,8 +26,8 @@ from twisted.internet import defer, task
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api import LUA
-from tests.broker import PrivateBroker
-from tests.service import Service
+from tests.support.broker import PrivateBroker
+from tests.support.twistd import Service
 
 
 async def main(reactor: Any) -> None:

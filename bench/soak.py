@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from twisted.internet import defer, task
 
-from tests.broker import PrivateBroker, available
-from tests.scenarios import FAULTS, Scenario, fault_scenario, run
-from tests.service import summary
+from tests.support.broker import PrivateBroker, available
+from tests.support.faults import FAULTS, Scenario, fault_scenario, run
+from tests.support.tally import summary
 
 LIVE: list[Any] = []  # brokers and scenarios to stop whatever happens
 

@@ -19,10 +19,11 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from tests import broker as broker_module
-from tests.broker import HOST, PrivateBroker, poll
-from tests.conftest import reactor
-from tests.scenarios import Scenario
+from tests.support import broker as broker_module
+from tests.support.broker import PrivateBroker
+from tests.support.faults import Scenario
+from tests.support.net import HOST
+from tests.support.waiting import poll, reactor
 
 pytestmark = [
     pytest.mark.integration,

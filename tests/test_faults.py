@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from tests import broker as broker_module
-from tests.broker import PrivateBroker
-from tests.conftest import reactor
-from tests.scenarios import Scenario, run_fault
+from tests.support import broker as broker_module
+from tests.support.broker import PrivateBroker
+from tests.support.faults import Scenario, run_fault
+from tests.support.waiting import reactor
 
 pytestmark = [
     pytest.mark.integration,

@@ -28,7 +28,7 @@ from twisted.internet.threads import deferToThread
 from auditgen import site, validation
 from auditgen.events import SERVICE_FIELDS
 from auditgen.site import ApiSite
-from tests.test_web import Harness
+from tests.support.web import Harness
 
 reactor: Any = _reactor
 

@@ -19,8 +19,10 @@ from twisted.internet.threads import deferToThread
 from auditgen.events import Catalog
 from auditgen.scenarios import ScenarioRunner
 from auditgen.web import AuditAPI, openapi_document
-from tests.conftest import BROKER_HOST, BROKER_PORT, free_port, wait_for
-from tests.test_web import Harness
+from tests.support.net import free_port
+from tests.support.shared_broker import BROKER_HOST, BROKER_PORT
+from tests.support.waiting import wait_for
+from tests.support.web import Harness
 
 BIN = Path(sys.executable).parent
 TWISTD, SCHEMATHESIS = str(BIN / "twistd"), str(BIN / "st")

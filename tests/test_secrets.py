@@ -25,8 +25,10 @@ import pytest_twisted
 import treq
 from twisted.internet.error import ConnectError
 
-from tests.broker import CTL
-from tests.conftest import BROKER_HOST, BROKER_PORT, free_port, wait_for
+from tests.support.broker import CTL
+from tests.support.net import free_port
+from tests.support.shared_broker import BROKER_HOST, BROKER_PORT
+from tests.support.waiting import wait_for
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 

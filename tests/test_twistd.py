@@ -21,7 +21,9 @@ from twisted.internet.error import ConnectError
 from twisted.internet.threads import deferToThread
 
 from auditgen.config import SPECS
-from tests.conftest import BROKER_HOST, BROKER_PORT, drain_queue, free_port, wait_for
+from tests.support.net import free_port
+from tests.support.shared_broker import BROKER_HOST, BROKER_PORT, drain_queue
+from tests.support.waiting import wait_for
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 
