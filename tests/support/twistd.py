@@ -44,6 +44,13 @@ NO_ANSWER = (
 )
 
 
+async def exited(reactor: Any, process: subprocess.Popen[Any], timeout: float) -> int:
+    """Wait until the process exits; its exit code (negative: killed by that signal)."""
+    await poll(reactor, lambda: process.poll() is not None, timeout, f"process {process.pid} to exit")
+    assert process.returncode is not None
+    return process.returncode
+
+
 class ServiceError(RuntimeError):
     """The service exited when it should not have, or did not become healthy."""
 
@@ -170,11 +177,8 @@ class Service:
 
     async def wait_exit(self, timeout: float = 30.0) -> int:
         """The exit code of the current run (negative: killed by that signal)."""
-        process = self.process
-        assert process is not None
-        await poll(self._reactor, lambda: process.poll() is not None, timeout, "the service to exit")
-        assert process.returncode is not None
-        return process.returncode
+        assert self.process is not None
+        return await exited(self._reactor, self.process, timeout)
 
     async def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, and the exit code."""
