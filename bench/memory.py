@@ -2,12 +2,12 @@
 
     python bench/memory.py --minutes 10 [--connections 20] [--spool] [--every 5]
 
-Starts a private RabbitMQ node (tests/broker.py; the shared broker is not touched) with a policy that caps
-the bench queue at 200,000 messages (so the broker does not fill up while nobody consumes), the installed
-service (`twistd -n auditgen --rate=100000`, so the outbox stays full and the publisher works flat out)
-and wrk with --connections keep-alive connections posting events, for --minutes minutes. It samples the
-service's RSS (VmRSS) every --every seconds and prints min / median / max and the mean of the first and of
-the last minute (flat means those two agree). Everything it started is stopped at the end.
+Starts a private RabbitMQ node (tests/support/broker.py; the shared broker is not touched) with a policy
+that caps the bench queue at 200,000 messages (so the broker does not fill up while nobody consumes), the
+installed service (`twistd -n auditgen --rate=100000`, so the outbox stays full and the publisher works
+flat out) and wrk with --connections keep-alive connections posting events, for --minutes minutes. It
+samples the service's RSS (VmRSS) every --every seconds and prints min / median / max and the mean of the
+first and of the last minute (flat means those two agree). Everything it started is stopped at the end.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from twisted.internet import defer, task
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api import LUA
-from tests.broker import PrivateBroker
-from tests.service import Service
+from tests.support.broker import PrivateBroker
+from tests.support.twistd import Service
 
 
 async def main(reactor: Any) -> None:

@@ -2,10 +2,10 @@
 
     python bench/soak.py --events-per-fault 100000 --minutes 30
 
-It starts one private RabbitMQ node (tests/broker.py; the shared broker on 5672 is never touched) and,
+It starts one private RabbitMQ node (tests/support/broker.py; the shared broker on 5672 is never touched) and,
 for each fault (stop_app for 10 s, a network cut for 5 s, SIGTERM and restart on the same spool, SIGKILL
 and restart on the same spool, a memory alarm for 5 s), runs the installed service (`twistd -n auditgen`,
-the twistd next to this Python; tests/service.py) under load: keep-alive clients posting events at
+the twistd next to this Python; tests/support/twistd.py) under load: keep-alive clients posting events at
 --rate requests/s in all, plus the service's own generator every --interval seconds. About half of
 --events-per-fault events are sent before the fault and the rest after it. A collector thread consumes
 the queue while the scenario runs, so the queue stays short; at the end every event is checked by
@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from twisted.internet import defer, task
 
-from tests.broker import PrivateBroker, available
-from tests.scenarios import FAULTS, Scenario, fault_scenario, run
-from tests.service import summary
+from tests.support.broker import PrivateBroker, available
+from tests.support.faults import FAULTS, Scenario, fault_scenario, run
+from tests.support.tally import summary
 
 LIVE: list[Any] = []  # brokers and scenarios to stop whatever happens
 
@@ -174,7 +174,7 @@ def _kill_everything() -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if not available():
-        print("the RabbitMQ server scripts are not installed (see tests/broker.py)", file=sys.stderr)
+        print("the RabbitMQ server scripts are not installed (see tests/support/broker.py)", file=sys.stderr)
         return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="auditgen-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,100 +1,39 @@
-"""Shared fixtures: the reactor hygiene check, waiting on conditions, and the real broker."""
+"""Fixtures only: the reactor hygiene check and a fresh queue; shared helpers live in tests/support."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
-import pika
 import pytest
 import pytest_twisted
-from twisted.internet import reactor as _reactor
+from twisted.internet import defer
 from twisted.internet.task import deferLater
 
-from tests.broker import free_port as free_port  # re-exported: tests import it from here
-from tests.broker import poll
-
-reactor: Any = _reactor
-
-BROKER_HOST = os.environ.get("RABBITMQ_HOST", "127.0.0.1")
-BROKER_PORT = int(os.environ.get("RABBITMQ_PORT", "5672"))
+from tests.support.hygiene import DEADLINE, Snapshot, cancel_calls, leftovers, report, settle
+from tests.support.shared_broker import fresh_queue
+from tests.support.waiting import reactor
 
 
-def _reactor_state() -> tuple[set[Any], set[Any], set[Any]]:
-    return (
-        set(reactor.getReaders()),
-        set(reactor.getWriters()),
-        {c for c in reactor.getDelayedCalls() if c.active()},
-    )
+@pytest.fixture(scope="session")
+def reactor_running() -> None:
+    """Let the reactor start once, so that what it adds while starting (its wakers) is not a test's."""
+    pytest_twisted.blockon(deferLater(reactor, 0, lambda: None))
 
 
-async def wait_for(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Let the reactor run until condition() holds (it may be async); fail after timeout seconds."""
-    await poll(reactor, condition, timeout, what, every=0.01)
+@pytest.fixture(autouse=True)
+def reactor_is_left_clean(reactor_running: None) -> Iterator[None]:
+    """Every test must close what it opened and cancel what it scheduled on the global reactor.
 
-
-@pytest_twisted.async_yield_fixture(autouse=True)
-async def reactor_is_left_clean() -> AsyncIterator[None]:
-    """Every test must close what it opened and cancel what it scheduled on the global reactor."""
-    readers, writers, calls = _reactor_state()
+    Free when the reactor is as the test found it; waits (up to a deadline) only while what is left
+    may still be closing.
+    """
+    before = Snapshot.of(reactor)
     yield
-    deadline = reactor.seconds() + 5.0
-
-    def leftovers() -> list[str]:
-        now_readers, now_writers, now_calls = _reactor_state()
-        found = [f"reader {r!r}" for r in now_readers - readers]
-        found += [f"writer {w!r}" for w in now_writers - writers]
-        found += [f"delayed call {c!r}" for c in now_calls - calls]
-        return found
-
-    while leftovers() and reactor.seconds() < deadline:
-        await deferLater(reactor, 0.02, lambda: None)
-    left = leftovers()
-    for call in reactor.getDelayedCalls():
-        if call.active() and call not in calls:
-            call.cancel()
-    assert not left, "the test left these behind on the reactor:\n" + "\n".join(left)
-
-
-def blocking_connection() -> pika.BlockingConnection:
-    """A plain pika client for test set-up and checks, run in a thread or outside the reactor."""
-    return pika.BlockingConnection(
-        pika.ConnectionParameters(host=BROKER_HOST, port=BROKER_PORT, connection_attempts=3, retry_delay=1)
-    )
-
-
-def drain_queue(queue: str) -> list[tuple[Any, bytes]]:
-    """Every message now in the queue, as (properties, body), acknowledged and removed."""
-    conn = blocking_connection()
-    try:
-        channel = conn.channel()
-        messages: list[tuple[Any, bytes]] = []
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return messages
-            messages.append((properties, body))
-    finally:
-        conn.close()
-
-
-@contextlib.contextmanager
-def fresh_queue(prefix: str = "auditgen-test") -> Iterator[str]:
-    """A fresh queue name on the shared broker; the queue is deleted afterwards."""
-    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-    try:
-        yield name
-    finally:
-        conn = blocking_connection()
-        try:
-            conn.channel().queue_delete(name)
-        finally:
-            conn.close()
+    left = leftovers(before, reactor, reactor.seconds() + DEADLINE)
+    if left and all(item.closing for item in left):
+        left = pytest_twisted.blockon(defer.ensureDeferred(settle(before, reactor)))
+    cancel_calls(before, reactor)
+    assert not left, report(left)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from auditgen.web import AuditAPI
-from tests.test_web import JSON, Harness
+from tests.support.web import JSON, Harness
 
 TOKEN = "t0ken-for-tests"
 CHALLENGE = 'Bearer realm="auditgen"'

@@ -1,8 +1,8 @@
 """Failover on a three-node cluster: the node the service uses stops under load, nothing is lost.
 
-Three private nodes (tests/broker.py; the shared broker is never touched) share one Erlang cookie and
+Three private nodes (tests/support/broker.py; the shared broker is never touched) share one Erlang cookie and
 are joined into a cluster with a quorum queue on all three. The installed service (`twistd -n auditgen`)
-gets the three URLs, generates events and takes API calls (tests/scenarios.py), and then the node it is
+gets the three URLs, generates events and takes API calls (tests/support/faults.py), and then the node it is
 connected to stops its application. The service must move to another node and every event answered 202
 or counted as generated must be in the queue (duplicates are allowed and counted). About two minutes.
 """
@@ -19,10 +19,11 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from tests import broker as broker_module
-from tests.broker import HOST, PrivateBroker, poll
-from tests.conftest import reactor
-from tests.scenarios import Scenario
+from tests.support import broker as broker_module
+from tests.support.broker import PrivateBroker
+from tests.support.faults import Scenario
+from tests.support.net import HOST
+from tests.support.waiting import poll, reactor
 
 pytestmark = [
     pytest.mark.integration,

@@ -21,7 +21,7 @@ from auditgen.console.state import ConsoleState
 from auditgen.console.tail import BATCH, FLUSH_SECONDS, KEEPALIVE_SECONDS, EventTail
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox, OutboxFull
-from tests.test_web import FakeHealth, Harness
+from tests.support.web import FakeHealth, Harness
 
 
 class StreamRequest:

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BROKER_HOST, BROKER_PORT, free_port
+from tests.support.net import free_port
+from tests.support.shared_broker import BROKER_HOST, BROKER_PORT
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

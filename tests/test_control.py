@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_generator import run_for
-from tests.test_web import JSON, Harness
+from tests.support.generator import run_for
+from tests.support.web import JSON, Harness
 
 SETTINGS = {
     "rate": 1000.0,

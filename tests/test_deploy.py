@@ -35,8 +35,8 @@ from auditgen.config import SPECS
 from auditgen.metrics import PREFIX, Metrics
 from auditgen.spool import FILENAME as SPOOL_FILE
 from auditgen.web import AuditAPI
-from tests.broker import free_port
-from tests.service import TWISTD, Service
+from tests.support.net import free_port
+from tests.support.twistd import TWISTD, Service
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

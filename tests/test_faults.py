@@ -7,7 +7,7 @@ event_id, that every event answered 202 reached the queue, that at least as many
 arrived as the service counted, and that whatever a stop left in the spool arrived too; and that
 /healthz said 503 during the outage and 200 again within a few seconds after it.
 
-The scenarios themselves are in tests/scenarios.py (bench/soak.py runs them at a larger scale). Each
+The scenarios themselves are in tests/support/faults.py (bench/soak.py runs them at a larger scale). Each
 one's sent/lost/duplicated figures are printed (pytest -s) and written to fault-results.json in pytest's
 base temporary directory.
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from tests import broker as broker_module
-from tests.broker import PrivateBroker
-from tests.conftest import reactor
-from tests.scenarios import Scenario, run_fault
+from tests.support import broker as broker_module
+from tests.support.broker import PrivateBroker
+from tests.support.faults import Scenario, run_fault
+from tests.support.waiting import reactor
 
 pytestmark = [
     pytest.mark.integration,

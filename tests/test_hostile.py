@@ -10,117 +10,32 @@ from __future__ import annotations
 import io
 import json
 import math
-import re
 import socket
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import pytest
 import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet import reactor as _reactor
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 
 from auditgen import site, validation
-from auditgen.events import SERVICE_FIELDS
-from auditgen.site import ApiSite
-from tests.test_web import Harness
-
-reactor: Any = _reactor
+from tests.support.http import Answer, SiteHarness, chunk, head, parse_answer
+from tests.support.strategies import (
+    CONTENT_TYPES,
+    ODD_VALUES,
+    depth,
+    encoded,
+    event_objects,
+    good_events,
+    json_values,
+    some_text,
+    to_body,
+)
+from tests.support.waiting import reactor
+from tests.support.web import Harness
 
 LIMIT = 100
-
-
-@dataclass
-class Answer:
-    """One HTTP response as the client received it."""
-
-    code: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def parse_answer(raw: bytes) -> Answer:
-    """The first response in raw, with a Content-Length or chunked body."""
-    head, sep, rest = raw.partition(b"\r\n\r\n")
-    assert sep, f"no complete response head in {raw[:200]!r}"
-    status, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            size, _, rest = rest.partition(b"\r\n")
-            n = int(size, 16)
-            if n == 0:
-                break
-            body, rest = body + rest[:n], rest[n + 2 :]
-    else:
-        body = rest[: int(headers["content-length"])]
-    return Answer(int(status.split(" ")[1]), headers, body)
-
-
-class Connection:
-    """One client connection to the site, in memory."""
-
-    def __init__(self, site: ApiSite) -> None:
-        self.channel: Any = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        self.transport = StringTransport()
-        self.channel.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> None:
-        self.channel.dataReceived(data)
-
-    def answer(self) -> Answer:
-        return parse_answer(self.transport.value())
-
-    @property
-    def closed(self) -> bool:
-        """Whether the server has closed (or is closing) the connection."""
-        return bool(self.transport.disconnecting)
-
-    @property
-    def buffered(self) -> int:
-        """Bytes of request body the server is holding for the request in progress."""
-        content = self.channel.requests[0].content  # BytesIO or, for larger bodies, a temporary file
-        return int(content.seek(0, io.SEEK_END))
-
-
-class Service(Harness):
-    """The API behind its ApiSite, on a Clock, with the broker played by the test."""
-
-    def __init__(self, max_body_bytes: int = LIMIT) -> None:
-        super().__init__(max_body_bytes=max_body_bytes)
-        self.site = self.api.site(reactor=self.clock)
-
-    def connect(self) -> Connection:
-        return Connection(self.site)
-
-    def healthy(self) -> bool:
-        """A fresh connection still gets its answer."""
-        c = self.connect()
-        c.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
-        answer = c.answer()
-        return answer.code == 200 and answer.json()["status"] == "healthy"
-
-
-def head(length: int | None = None, *extra: str) -> bytes:
-    lines = ["POST /generate_event HTTP/1.1", "Host: auditgen", "Content-Type: application/json", *extra]
-    lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def body_of(size: int) -> bytes:
@@ -142,7 +57,7 @@ def assert_refused(answer: Answer, code: int, message: str) -> None:
 
 def test_content_length_over_the_limit_is_answered_413_before_the_body_and_never_stored() -> None:
     """A declared body over the limit gets 413 at once; its bytes are dropped, then the connection closes."""
-    s = Service()
+    s = SiteHarness(LIMIT)
     c = s.connect()
     c.send(head(LIMIT * 50))
     assert_refused(c.answer(), 413, f"larger than {LIMIT} bytes")
@@ -159,7 +74,7 @@ def test_content_length_over_the_limit_is_answered_413_before_the_body_and_never
 
 def test_expect_100_continue_over_the_limit_gets_413_instead_and_closes() -> None:
     """A client asking first is told 413 and never "100 Continue", so it sends nothing and we close."""
-    s = Service()
+    s = SiteHarness(LIMIT)
     c = s.connect()
     c.send(head(LIMIT + 1, "Expect: 100-continue"))
     assert b"100 Continue" not in c.transport.value()
@@ -170,7 +85,7 @@ def test_expect_100_continue_over_the_limit_gets_413_instead_and_closes() -> Non
 def test_declared_body_too_large_to_drain_closes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Draining a refused body is bounded: a body longer than MAX_DISCARD_BYTES is not read at all."""
     monkeypatch.setattr(site, "MAX_DISCARD_BYTES", 1000)
-    s = Service()
+    s = SiteHarness(LIMIT)
     c = s.connect()
     c.send(head(1001))
     assert_refused(c.answer(), 413, f"larger than {LIMIT} bytes")
@@ -179,7 +94,7 @@ def test_declared_body_too_large_to_drain_closes_at_once(monkeypatch: pytest.Mon
 
 def test_chunked_body_over_the_limit_is_answered_413_and_dropped() -> None:
     """A chunked body is counted as it arrives: past the limit, 413 at once and nothing more is kept."""
-    s = Service()
+    s = SiteHarness(LIMIT)
     c = s.connect()
     c.send(head(None) + chunk(b"{" + b" " * 59) + chunk(b" " * 40))
     assert c.transport.value() == b""  # exactly at the limit so far
@@ -200,7 +115,7 @@ def test_chunked_body_over_the_limit_is_answered_413_and_dropped() -> None:
 def test_endless_chunked_body_is_cut_off_after_max_discard(monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that never ends its refused chunked body loses the connection after MAX_DISCARD_BYTES."""
     monkeypatch.setattr(site, "MAX_DISCARD_BYTES", 5000)
-    s = Service()
+    s = SiteHarness(LIMIT)
     c = s.connect()
     c.send(head(None) + chunk(b"z" * (LIMIT + 1)))
     assert_refused(c.answer(), 413, "larger than")
@@ -214,7 +129,7 @@ def test_endless_chunked_body_is_cut_off_after_max_discard(monkeypatch: pytest.M
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_body_at_the_limit_is_accepted(chunked: bool) -> None:
     """The limit is inclusive, with either framing: a body of exactly max_body_bytes becomes an event."""
-    s = Service()
+    s = SiteHarness(LIMIT)
     c = s.connect()
     body = body_of(LIMIT)
     if chunked:
@@ -236,7 +151,7 @@ async def test_real_client_sending_a_large_body_reads_the_413() -> None:
     client then fails with EPIPE/ECONNRESET instead of reading the answer; the site drains first.
     """
     body_size = 8 * 1_048_576
-    s = Service(max_body_bytes=1000)
+    s = SiteHarness(max_body_bytes=1000)
     port = reactor.listenTCP(0, s.api.site(), interface="127.0.0.1")
     address = ("127.0.0.1", port.getHost().port)
 
@@ -291,7 +206,7 @@ def test_protocol_level_bad_requests_get_400_json_and_the_service_goes_on(
     request_bytes: bytes, message: str
 ) -> None:
     """twisted.web's own refusals (header floods, bad framing) are JSON 400s that close the connection."""
-    s = Service()
+    s = SiteHarness(LIMIT)
     c = s.connect()
     c.send(request_bytes)
     assert_refused(c.answer(), 400, message)
@@ -304,7 +219,7 @@ def test_protocol_level_bad_requests_get_400_json_and_the_service_goes_on(
 @pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=xyz"])
 def test_form_bodies_are_not_parsed_by_the_site(content_type: str) -> None:
     """Form bodies are not parsed (twisted.web would, and refuse some with a bare 400): the route's 415."""
-    s = Service(max_body_bytes=10_000)
+    s = SiteHarness(max_body_bytes=10_000)
     c = s.connect()
     body = b"--xyz\r\nContent-Disposition: form-data; name=a\r\n\r\nb\r\n" * 100 + b"--xyz--\r\n"
     request = head(len(body)).replace(b"application/json", content_type.encode()) + body
@@ -316,7 +231,7 @@ def test_form_bodies_are_not_parsed_by_the_site(content_type: str) -> None:
 
 def test_the_api_port_site_writes_no_access_log() -> None:
     """No access-log line per request, even with a log file set: the API port may serve thousands a second."""
-    s = Service()
+    s = SiteHarness(LIMIT)
     log = io.StringIO()
     s.site.logFile = log
     c = s.connect()
@@ -327,178 +242,12 @@ def test_the_api_port_site_writes_no_access_log() -> None:
 
 # -- properties: whatever arrives, never a 5xx, always JSON, and every 202 is a sound event --------------
 
-TEMPLATES = json.loads(resources.files("auditgen").joinpath("templates.json").read_text())["templates"]
-EVENT_TYPES = sorted({t["event_type"] for t in TEMPLATES})
-RESULTS = sorted({t["action_result"] for t in TEMPLATES})
-DETAIL_KEYS = sorted({k for t in TEMPLATES for k in t["details"]})
-KNOWN_FIELDS = SERVICE_FIELDS | {"event_type", "details", *validation.TEXT_FIELD_LIMITS}
-
-
-def mostly(
-    usual: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], one_in: int
-) -> st.SearchStrategy[Any]:
-    """usual, and rare about one time in one_in (one_of would pick each about as often)."""
-    return st.sampled_from([False] * (one_in - 1) + [True]).flatmap(lambda r: rare if r else usual)
-
-
-# Number literals json.dumps never writes: beyond a float (parsed as inf), beyond 64-bit integers, and
-# extremes that are fine. A string "@raw:<literal>" is sent as the bare literal (see `encoded`).
-RAW = "@raw:"
-huge_floats = st.sampled_from(["1e400", "-1e400", "1E+999"]).map(lambda n: RAW + n)
-huge_ints = st.sampled_from(["9223372036854775808", "-9223372036854775809", "1" * 30, "-" + "9" * 400]).map(
-    lambda n: RAW + n
-)
-edge_numbers = st.sampled_from(["0.5e-400", "9223372036854775807", "-9223372036854775808", "1.7e308"]).map(
-    lambda n: RAW + n
-)
-
-# Text, and text with a lone surrogate (hypothesis leaves those out by default).
-plain_text = st.text(max_size=12)
-some_text = st.text(min_size=1, max_size=12).filter(str.strip)
-surrogate_text = st.tuples(
-    plain_text, st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), plain_text
-).map("".join)
-
-
-def alternating(levels: int) -> Any:
-    """Arrays and objects inside one another, levels deep."""
-    value: Any = "leaf"
-    for i in range(levels):
-        value = {"k": value} if i % 2 else [value]
-    return value
-
-
-deep_values = st.integers(min_value=1, max_value=12).map(alternating)  # around MAX_NESTING_DEPTH
-
-
-def json_of(scalars: st.SearchStrategy[Any], keys: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
-    return st.recursive(
-        scalars,
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
-        max_leaves=12,
-    )
-
-
-# Anything JSON can say, and then some: NaN/Infinity, huge numbers, lone surrogates.
-json_values = json_of(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=2**62, max_value=2**64)
-    | st.integers(min_value=-(2**64), max_value=-(2**62))
-    | st.floats()
-    | huge_floats
-    | huge_ints
-    | edge_numbers
-    | plain_text
-    | surrogate_text,
-    plain_text | surrogate_text,
-)
-# Values every consumer can hold, nested at most 4 deep (so a good event stays within the limits).
-safe_values = json_of(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=validation.MIN_INT, max_value=validation.MAX_INT)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | plain_text,
-    plain_text,
-).filter(lambda v: depth(v) <= 4)
-
-
-def text_up_to(limit: int) -> st.SearchStrategy[str]:
-    """Short text, or plain text around a field's length limit."""
-    return mostly(some_text, st.integers(limit - 2, limit + 2).map(lambda n: "t" * n), 4)
-
-
-def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """A field of the right kind most of the time, and any JSON value sometimes."""
-    return mostly(strategy, json_values, 10)
-
-
-@st.composite
-def event_objects(draw: st.DrawFn) -> dict[str, Any]:
-    """An object with an event_type (of a template, or not), known fields and extras, any of them odd."""
-    fields = {
-        "event_type": draw(maybe(st.sampled_from(EVENT_TYPES) | text_up_to(validation.MAX_EVENT_TYPE_CHARS)))
-    }
-    optional = {
-        "server_hostname": maybe(text_up_to(validation.MAX_SERVER_HOSTNAME_CHARS)),
-        "user_id": maybe(text_up_to(validation.MAX_USER_ID_CHARS)),
-        "action_result": maybe(st.sampled_from(RESULTS) | text_up_to(validation.MAX_ACTION_RESULT_CHARS)),
-        "severity": maybe(st.sampled_from(["INFO", "WARNING"]) | text_up_to(validation.MAX_SEVERITY_CHARS)),
-        "details": maybe(st.dictionaries(st.sampled_from(DETAIL_KEYS) | plain_text, json_values, max_size=5)),
-    }
-    for name, strategy in optional.items():
-        if draw(st.booleans()):
-            fields[name] = draw(strategy)
-    extras = st.dictionaries(plain_text | surrogate_text | st.just("x" * 129), json_values, max_size=3)
-    many = st.integers(60, 66).map(lambda n: {f"f{i}": i for i in range(n)})  # around MAX_FIELDS
-    fields.update(draw(mostly(extras, many, 10)))
-    if draw(mostly(st.just(False), st.just(True), 20)):
-        fields[draw(st.sampled_from(sorted(SERVICE_FIELDS)))] = draw(json_values)
-    return fields
-
-
-@st.composite
-def good_events(draw: st.DrawFn) -> dict[str, Any]:
-    """An event well within every limit."""
-    fields: dict[str, Any] = {"event_type": draw(st.sampled_from(EVENT_TYPES) | some_text)}
-    for name in ("server_hostname", "user_id", "severity"):
-        if draw(st.booleans()):
-            fields[name] = draw(some_text)
-    if draw(st.booleans()):
-        fields["action_result"] = draw(st.sampled_from(RESULTS) | some_text)
-    if draw(st.booleans()):
-        fields["details"] = draw(
-            st.dictionaries(st.sampled_from(DETAIL_KEYS) | plain_text, safe_values, max_size=4)
-        )
-    extra_names = plain_text.filter(lambda k: k not in KNOWN_FIELDS)
-    fields.update(draw(st.dictionaries(extra_names, safe_values, max_size=3)))
-    return fields
-
-
-# One odd value put into a good event, and the phrase of the 400 it must get (None: it must be accepted).
-ODD_VALUES: dict[str, tuple[st.SearchStrategy[Any], str | None]] = {
-    "huge float": (huge_floats, "is a number too large for a 64-bit float"),
-    "huge int": (huge_ints, "is an integer outside the signed 64-bit range"),
-    "edge number": (edge_numbers, None),
-    "lone surrogate": (surrogate_text, "unpaired UTF-16 surrogate"),
-    "deep": (deep_values, "levels deep"),
-}
-
-
-def to_body(value: Any, ascii: bool = True) -> bytes:
-    """value as JSON: ASCII-escaped, or UTF-8 (a lone surrogate then becomes invalid CESU-8 bytes)."""
-    text = re.sub(f'"{RAW}([-+.0-9eE]+)"', r"\1", json.dumps(value, ensure_ascii=ascii))
-    return text.encode("utf-8", "surrogatepass")
-
-
-@st.composite
-def encoded(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> bytes:
-    """A value as a client might send it, mostly ASCII-escaped."""
-    return to_body(draw(values), ascii=draw(mostly(st.just(True), st.just(False), 3)))
-
-
-# Mostly types read as JSON (no Content-Type is JSON too), sometimes one that gets 415.
-CONTENT_TYPES = st.sampled_from(
-    [None, "application/json", "application/json; charset=utf-8", "application/vnd.audit+json"] * 3
-    + ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz"]
-)
 SETTINGS = settings(
     max_examples=200,
     deadline=None,
     database=None,  # no example database in the working tree
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-
-
-def depth(value: Any) -> int:
-    """How many objects/arrays are inside one another in value."""
-    if isinstance(value, dict):
-        return 1 + max(map(depth, value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max(map(depth, value), default=0)
-    return 0
 
 
 def numbers(value: Any) -> list[int | float]:

@@ -19,11 +19,14 @@ from twisted.internet.threads import deferToThread
 from auditgen.events import Catalog
 from auditgen.scenarios import ScenarioRunner
 from auditgen.web import AuditAPI, openapi_document
-from tests.conftest import BROKER_HOST, BROKER_PORT, free_port, wait_for
-from tests.test_web import Harness
+from tests.support.net import free_port
+from tests.support.shared_broker import BROKER_HOST, BROKER_PORT
+from tests.support.twistd import TWISTD, exited
+from tests.support.waiting import reactor, wait_for
+from tests.support.web import Harness
 
 BIN = Path(sys.executable).parent
-TWISTD, SCHEMATHESIS = str(BIN / "twistd"), str(BIN / "st")
+SCHEMATHESIS = str(BIN / "st")
 METHODS = {"get", "put", "post", "delete", "patch"}
 
 
@@ -130,4 +133,4 @@ async def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_docu
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     finally:
         service.send_signal(signal.SIGTERM)
-        await wait_for(lambda: service.poll() is not None, timeout=30, what="twistd to exit")
+        await exited(reactor, service, 30)

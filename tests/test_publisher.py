@@ -22,8 +22,9 @@ from auditgen.events import Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.publisher import Backoff, Publisher
-from tests.conftest import BROKER_HOST, BROKER_PORT, blocking_connection, drain_queue, reactor, wait_for
-from tests.proxy import Proxy
+from tests.support.proxy import Proxy
+from tests.support.shared_broker import BROKER_HOST, BROKER_PORT, blocking_connection, drain_queue
+from tests.support.waiting import reactor, wait_for
 
 FACTORY = EventFactory(Catalog.builtin())
 

@@ -7,15 +7,14 @@ import random
 from typing import Any
 
 import pytest
-from twisted.internet import defer
 
 from auditgen.events import Catalog
 from auditgen.groundtruth import RECORD_TYPE, GroundTruth
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.scenarios import SCENARIOS, ScenarioRunner
-from tests import detect
-from tests.test_web import JSON, FailingSpool, Harness, answered
+from tests.support import detect
+from tests.support.web import JSON, FailingSpool, Harness, SlowSpool, answered
 
 
 class ScenarioHarness(Harness):
@@ -89,20 +88,6 @@ def test_running_a_scenario_answers_once_confirmed_with_ids_and_expected_detecti
     detect.assert_expected(body["expected"], "brute_force", events, body["parameters"])
     assert list(detect.brute_force(events)) == [tuple(body["expected"]["keys"].values())]
     assert h.runs("brute_force") == 1
-
-
-class SlowSpool:
-    """A spool whose writes complete when the test says."""
-
-    def __init__(self) -> None:
-        self.writes: list[defer.Deferred[int]] = []
-
-    def store(self, *args: Any) -> defer.Deferred[int]:
-        self.writes.append(defer.Deferred())
-        return self.writes[-1]
-
-    def remove(self, seq: int) -> None:
-        pass
 
 
 def test_the_ground_truth_record_waits_until_every_event_is_on_disk() -> None:

@@ -21,8 +21,9 @@ from auditgen.outbox import Outbox
 from auditgen.publisher import Backoff, Publisher
 from auditgen.scenarios import ScenarioRunner
 from auditgen.web import AuditAPI
-from tests import detect
-from tests.conftest import BROKER_HOST, BROKER_PORT, drain_queue, fresh_queue, reactor, wait_for
+from tests.support import detect
+from tests.support.shared_broker import BROKER_HOST, BROKER_PORT, drain_queue, fresh_queue
+from tests.support.waiting import reactor, wait_for
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ from auditgen.outbox import Outbox
 from auditgen.scenario_mix import ScenarioMix
 from auditgen.scenarios import SCENARIOS, Run
 from auditgen.spool import Spool, SpoolError
-from tests import detect
-from tests.test_scenario_api import SlowSpool
-from tests.test_web import FailingSpool
+from tests.support import detect
+from tests.support.web import FailingSpool, SlowSpool
 
 CATALOG = Catalog.builtin()
 START = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()

@@ -12,7 +12,7 @@ import pytest
 from auditgen.events import SOURCE_API, Catalog
 from auditgen.scenarios import SCENARIOS, ScenarioRunner, UnknownScenario
 from auditgen.validation import BadRequest
-from tests import detect
+from tests.support import detect
 
 NOW = datetime(2026, 11, 27, 14, 30, 0, tzinfo=UTC)  # business hours: off_hours_admin must look back
 NOW_STAMP = "2026-11-27T14:30:00.000000Z"

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -25,10 +24,11 @@ import pytest_twisted
 import treq
 from twisted.internet.error import ConnectError
 
-from tests.broker import CTL
-from tests.conftest import BROKER_HOST, BROKER_PORT, free_port, wait_for
-
-TWISTD = str(Path(sys.executable).parent / "twistd")
+from tests.support.broker import CTL
+from tests.support.net import free_port
+from tests.support.shared_broker import BROKER_HOST, BROKER_PORT
+from tests.support.twistd import TWISTD, exited
+from tests.support.waiting import reactor, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ class Run:
         """SIGTERM, wait for the exit; the process title is read before, the whole log after."""
         self.seen.append(Path(f"/proc/{self.process.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
         self.process.send_signal(signal.SIGTERM)
-        await wait_for(lambda: self.process.poll() is not None, timeout=20, what="twistd to exit")
+        await exited(reactor, self.process, 20)
         log = self.log_path.read_text()
         self.seen.append(log)
         return log

@@ -23,7 +23,7 @@ from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.sessions import SessionMix
 from auditgen.tap import Options
-from tests.test_generator import taken
+from tests.support.generator import taken
 
 FIXED_NOW = datetime(2026, 11, 27, 17, 46, 4, 123456, tzinfo=UTC)
 ACCOUNT_EVENTS = ("user_account_management",)

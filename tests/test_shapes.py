@@ -14,7 +14,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from auditgen.generator import Generator
 from auditgen.outbox import Outbox
 from auditgen.shapes import DAY, Bursts, Daily, ShapeSettings
-from tests.test_generator import run_for, running, seeded_run
+from tests.support.generator import run_for, running, seeded_run
 
 
 def at_utc(hour: int, minute: int = 0) -> Clock:

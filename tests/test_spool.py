@@ -17,7 +17,7 @@ from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox, OutboxFull, OutboxService
 from auditgen.routing import RoutingKey
 from auditgen.spool import FILENAME, Spool
-from tests.conftest import reactor
+from tests.support.waiting import reactor
 
 FACTORY = EventFactory(Catalog.builtin())
 

@@ -15,15 +15,16 @@ import pytest_twisted
 import trustme
 from twisted.internet.threads import deferToThread
 
-import tests.broker as broker_module
 from auditgen.config import Broker
 from auditgen.events import Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.publisher import Backoff, Publisher
 from auditgen.tls import ClientTLS
-from tests.broker import PrivateBroker, free_port
-from tests.conftest import reactor, wait_for
+from tests.support import broker as broker_module
+from tests.support.broker import PrivateBroker
+from tests.support.net import free_port
+from tests.support.waiting import reactor, wait_for
 
 pytestmark = [
     pytest.mark.integration,

@@ -20,16 +20,15 @@ from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox
 from auditgen.publisher import Backoff, Publisher
 from auditgen.routing import RoutingKey, Topology
-from tests.conftest import (
+from tests.support.proxy import Proxy
+from tests.support.shared_broker import (
     BROKER_HOST,
     BROKER_PORT,
     blocking_connection,
     drain_queue,
     fresh_queue,
-    reactor,
-    wait_for,
 )
-from tests.proxy import Proxy
+from tests.support.waiting import reactor, wait_for
 
 FACTORY = EventFactory(Catalog.builtin())
 

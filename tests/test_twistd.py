@@ -22,9 +22,10 @@ from twisted.internet.error import ConnectError
 from twisted.internet.threads import deferToThread
 
 from auditgen.config import SPECS
-from tests.conftest import BROKER_HOST, BROKER_PORT, blocking_connection, drain_queue, free_port, wait_for
-
-TWISTD = str(Path(sys.executable).parent / "twistd")
+from tests.support.net import free_port
+from tests.support.shared_broker import BROKER_HOST, BROKER_PORT, blocking_connection, drain_queue
+from tests.support.twistd import TWISTD, exited
+from tests.support.waiting import reactor, wait_for
 
 
 def run_twistd(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -163,7 +164,7 @@ async def test_twistd_runs_the_service_and_sigterm_stops_it(tmp_path: Path, queu
 
         await wait_for(generated_some, timeout=30, what="50 generated events confirmed")
         process.send_signal(signal.SIGTERM)
-        await wait_for(lambda: process.poll() is not None, timeout=20, what="twistd to exit")
+        await exited(reactor, process, 20)
         assert process.returncode == 0
     finally:
         if process.poll() is None:
@@ -228,7 +229,7 @@ async def _run_until_connected_then_stop(process: subprocess.Popen[str], app_por
     try:
         await wait_for(lambda: _healthy(process, app_port), timeout=30, what="/healthz to answer 200")
         process.send_signal(signal.SIGTERM)
-        await wait_for(lambda: process.poll() is not None, timeout=20, what="twistd to exit")
+        await exited(reactor, process, 20)
     finally:
         if process.poll() is None:
             process.kill()

@@ -4,7 +4,7 @@ The shared broker on 127.0.0.1:5672 must never be disturbed, so a fault test sta
 own name, AMQP and distribution ports, data directory, logs, config file and Erlang cookie (in HOME),
 all in one temporary directory. Starting a node takes ~6 s and much CPU, so share one per module.
 
-Everything here is usable outside pytest (bench/soak.py): the waits run on the Twisted reactor, and
+Everything here is usable outside pytest (bench/): the waits run on the Twisted reactor, and
 every `rabbitmqctl` call runs in a thread so the reactor keeps serving while it takes its ~0.4 s.
 """
 
@@ -18,26 +18,19 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pika
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+
+from tests.support.net import HOST, free_port
+from tests.support.waiting import poll
 
 RABBITMQ_BIN = Path(os.environ.get("AUDITGEN_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 SERVER = RABBITMQ_BIN / "rabbitmq-server"
 CTL = RABBITMQ_BIN / "rabbitmqctl"
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def available() -> bool:
@@ -54,22 +47,6 @@ def amqp_answers(port: int, timeout: float = 2.0) -> bool:
     except OSError:
         return False
     return first == b"\x01"  # a method frame: Connection.Start
-
-
-async def poll(
-    reactor: Any, condition: Callable[[], Any], timeout: float, what: str, every: float = 0.05
-) -> None:
-    """Run the reactor until condition() (sync, or returning a Deferred/coroutine) is true, or fail."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if reactor.seconds() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        await deferLater(reactor, every, lambda: None)
 
 
 class BrokerError(RuntimeError):

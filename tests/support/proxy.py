@@ -9,7 +9,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.protocols import portforward
 from twisted.python.failure import Failure
 
-from tests.broker import poll
+from tests.support.waiting import poll
 
 
 class _Server(portforward.ProxyServer):

@@ -1,6 +1,6 @@
-"""The fault scenarios, shared by tests/test_faults.py and bench/soak.py.
+"""The fault scenarios, shared by tests/test_faults.py, tests/test_cluster.py and bench/soak.py.
 
-A scenario starts the service (tests/service.py) against a private node (tests/broker.py), puts load on
+A scenario starts the service (twistd.py) against a private node (broker.py), puts load on
 it, injects one fault, waits for recovery, puts load on it again, and then counts by event_id what
 arrived. Its size is a number of events sent (answered 202 by the API, plus generated ones as the
 service counts them) before the fault and in all, so the same code runs the quick test and the soak.
@@ -27,13 +27,18 @@ from typing import Any
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from tests.broker import HOST, PrivateBroker, poll
-from tests.proxy import Proxy
-from tests.service import NO_ANSWER, Collector, Load, Received, Service, Tally, summary, tally
+from tests.support.broker import PrivateBroker
+from tests.support.load import Load
+from tests.support.net import HOST
+from tests.support.proxy import Proxy
+from tests.support.tally import Collector, Received, Tally, summary, tally
+from tests.support.twistd import NO_ANSWER, Service
+from tests.support.waiting import poll
 
 RECOVERY_LIMIT = 5.0  # seconds from the end of a fault to /healthz 200 ("within a few seconds")
 RECOVERY_WAIT = 40.0  # how long to wait for it anyway, so the scenario still counts its events
 DETECTION_LIMIT = 3.0  # seconds from the start of an outage to /healthz 503
+STOP_WAIT = 30.0  # how long a signalled service may take to exit
 
 
 class Scenario:
@@ -160,10 +165,11 @@ class Scenario:
         self.load.phase = "during"
         self.service.send(sig)
         codes: list[int | None] = []
-        while self.service.running():
+        deadline = self.reactor.seconds() + STOP_WAIT
+        while self.service.running() and self.reactor.seconds() < deadline:
             codes.append(await self.service.health_code())
             await deferLater(self.reactor, 0.05, lambda: None)
-        exit_code = await self.service.wait_exit(1)
+        exit_code = await self.service.wait_exit(1)  # fails here if it outlived STOP_WAIT
         self.notes["stopping_healthz"] = runs(codes)
         if 200 in codes[1:]:
             self.problems.append(f"/healthz answered 200 while the service was stopping: {runs(codes)}")
