@@ -79,6 +79,7 @@ class Settings:
     daily_min_ratio: float = shapes.ShapeSettings.daily_min_ratio
     templates: tuple[str, ...] | None = None
     templates_replace: bool = False
+    scenarios: tuple[str, ...] | None = None
     ground_truth_queue: str | None = None
     scenario_rate: float = 0.0
     brokers: tuple[Broker, ...] = ()  # every node to try, in order; `broker` is the first
@@ -615,6 +616,15 @@ SPECS: tuple[Spec, ...] = (
         "false",
         _bool,
         "true: the template files replace the built-in templates and pools instead of adding to them.",
+    ),
+    Spec(
+        "scenarios",
+        "AUDITGEN_SCENARIOS",
+        "scenarios",
+        None,
+        _paths,
+        "Scenario files (.json, .yaml, .yml), comma-separated: each adds scenarios, or replaces a built-in "
+        "of the same name (docs/scenarios.md).",
     ),
     Spec(
         "ground_truth_queue",

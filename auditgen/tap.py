@@ -23,11 +23,13 @@ from auditgen.catalogs import load_catalog
 from auditgen.config import SPECS, ConfigError, Settings, load_settings, read_dotenv
 from auditgen.events import Catalog, TemplateError
 from auditgen.routing import Topology
+from auditgen.scenarios.files import ScenarioFileError, load_scenarios
 
 if TYPE_CHECKING:  # imported for real in makeService, which may install the reactor
     from auditgen.metrics import Metrics
     from auditgen.outbox import Outbox
     from auditgen.publisher import Publisher
+    from auditgen.scenarios import Scenario
 
 
 class Options(usage.Options):
@@ -49,6 +51,7 @@ class Options(usage.Options):
 
     settings: Settings
     catalog: Catalog
+    scenarios: tuple[Scenario, ...]
 
     def postOptions(self) -> None:
         """Settings and templates are checked here, so a mistake is a usage error before anything starts."""
@@ -62,6 +65,10 @@ class Options(usage.Options):
             self.catalog = load_catalog(s.templates or (), s.templates_replace)
         except TemplateError as e:
             raise usage.UsageError(f"templates: {e}") from None
+        try:
+            self.scenarios = load_scenarios(s.scenarios or ())
+        except ScenarioFileError as e:
+            raise usage.UsageError(f"scenarios: {e}") from None
 
 
 class AuditgenService(MultiService):
@@ -139,14 +146,22 @@ def makeService(options: Options) -> IService:
     publisher = _publisher(s, reactor, s.topology, outbox, metrics)
     truth_outbox, truth_services = _ground_truth_outbox(s, reactor)
     ground_truth = GroundTruth(metrics, clock, truth_outbox)
-    scenarios = ScenarioRunner(catalog, seeded_rng(s.seed, "scenarios"), ground_truth)
+    scenarios = ScenarioRunner(
+        catalog,
+        seeded_rng(s.seed, "scenarios"),
+        ground_truth,
+        scenarios=options.scenarios,
+        clock=clock,
+        outbox=outbox,
+    )
     generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
     make: Callable[[], Mapping[str, Any]] = generated.generate
     if s.session_share > 0:
         make = SessionMix(generated, seeded_rng(s.seed, "sessions"), s.session_share, s.sessions)
     if s.scenario_rate > 0:
         mix_rng = seeded_rng(s.seed, "generated-scenarios")  # its own stream: API calls do not shift it
-        make = ScenarioMix(make, catalog, mix_rng, s.scenario_rate, scenarios.report)
+        attacks = [scenario for scenario in options.scenarios if scenario.expect == "alert"]
+        make = ScenarioMix(make, catalog, mix_rng, s.scenario_rate, scenarios.report, scenarios=attacks)
     shape = ShapeSettings(
         s.shape, s.burst_on_seconds, s.burst_off_seconds, s.daily_peak_hour, s.daily_min_ratio
     )
@@ -177,7 +192,7 @@ def makeService(options: Options) -> IService:
     root.addService(_listen(reactor, s.app_host, s.app_port, api.site()))
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)
-    for service in [*truth_services, ground_truth]:
+    for service in [*truth_services, ground_truth, scenarios]:
         root.addService(service)
     root.addService(_listen(reactor, s.prometheus_host, s.prometheus_port, metrics_site(metrics.registry)))
     root.addService(generator)

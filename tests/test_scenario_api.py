@@ -13,7 +13,7 @@ from auditgen.events import Catalog
 from auditgen.groundtruth import RECORD_TYPE, GroundTruth
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.scenarios import SCENARIOS, ScenarioRunner
+from auditgen.scenarios import BUILTIN, ScenarioRunner
 from tests import detect
 from tests.test_web import JSON, FailingSpool, Harness, answered
 
@@ -57,11 +57,12 @@ class ScenarioHarness(Harness):
 
 
 def test_get_scenarios_lists_every_scenario_with_its_parameters() -> None:
-    """The list names each scenario with its parameters' types, defaults and descriptions."""
+    """The list names each scenario (the attacks, then the near misses) with its parameters' types,
+    defaults and descriptions."""
     h = ScenarioHarness()
     code, body, _ = h.answer(h.request("GET", "/scenarios"))
     assert code == 200
-    assert [s["name"] for s in body["scenarios"]] == [s.name for s in SCENARIOS]
+    assert [s["name"] for s in body["scenarios"]] == [s.name for s in BUILTIN]
     brute = body["scenarios"][0]
     assert [p["name"] for p in brute["parameters"]] == [
         "user",
