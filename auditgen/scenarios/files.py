@@ -183,7 +183,14 @@ _PARAM_KEYS = (
 )
 
 
-def _draw(raw: Any, where: str, kind: str | None, choices: tuple[Any, ...] = ()) -> Mapping[str, Any]:
+def _draw(
+    raw: Any, prefix: str, path: str, kind: str | None, choices: tuple[Any, ...] = ()
+) -> Mapping[str, Any]:
+    where = f"{prefix}: field {path!r}"
+
+    def at(key: str) -> str:
+        return f"{prefix}: field '{path}.{key}'"
+
     spec = _keys(raw, where, ("pool", "address", "choice"))
     if len(spec) != 1:
         _fail(where, "expected exactly one of 'pool', 'address', 'choice'")
@@ -191,31 +198,36 @@ def _draw(raw: Any, where: str, kind: str | None, choices: tuple[Any, ...] = ())
         pools = spec["pool"]
         names = [pools] if isinstance(pools, str) else pools
         if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-            _fail(f"{where}.pool", f"expected a pool name or a list of them, got {pools!r}")
+            _fail(at("pool"), f"expected a pool name or a list of them, got {pools!r}")
     elif "address" in spec:
         if kind not in (None, "string"):
-            _fail(f"{where}.address", "an address is a string: the parameter's type must be string")
-        _text_of(spec["address"], f"{where}.address")
+            _fail(at("address"), "an address is a string: the parameter's type must be string")
+        _text_of(spec["address"], at("address"))
         try:
             drawer(spec)
         except TemplateError as e:
-            _fail(f"{where}.address", str(e))
+            _fail(at("address"), str(e))
     elif spec["choice"] == "choices":
         if not choices:
-            _fail(f"{where}.choice", "'choices' draws from the parameter's choices, and it has none")
+            _fail(at("choice"), "'choices' draws from the parameter's choices, and it has none")
     elif not isinstance(spec["choice"], list) or not spec["choice"]:
-        _fail(f"{where}.choice", f"expected a non-empty list of values, or 'choices', got {spec['choice']!r}")
+        _fail(at("choice"), f"expected a non-empty list of values, or 'choices', got {spec['choice']!r}")
     return dict(spec)
 
 
-def _param(name: str, raw: Any, where: str) -> Param:
+def _param(name: str, raw: Any, prefix: str) -> Param:
+    where = f"{prefix}: field 'parameters.{name}'"
+
+    def at(key: str) -> str:
+        return f"{prefix}: field 'parameters.{name}.{key}'"
+
     _name(name, where)
     if name in RESERVED:
         _fail(where, f"{name!r} is reserved: POST /scenarios/{{name}} takes it beside the parameters")
     spec = _keys(raw, where, _PARAM_KEYS, ("type", "description"))
     kind = spec["type"]
     if kind not in KINDS:
-        _fail(f"{where}.type", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+        _fail(at("type"), f"expected one of {', '.join(KINDS)}, got {kind!r}")
     bounds: dict[str, float] = {}
     for key in ("minimum", "maximum"):
         if key in spec:
@@ -228,39 +240,41 @@ def _param(name: str, raw: Any, where: str) -> Param:
     if "choices" in spec:
         raw_choices = spec["choices"]
         if not isinstance(raw_choices, list) or not raw_choices:
-            _fail(f"{where}.choices", f"expected a non-empty list, got {raw_choices!r}")
+            _fail(at("choices"), f"expected a non-empty list, got {raw_choices!r}")
         for i, choice in enumerate(raw_choices):
             if not is_kind(choice, kind):
-                _fail(f"{where}.choices[{i}]", f"expected a value of type {kind}, got {choice!r}")
+                _fail(at(f"choices[{i}]"), f"expected a value of type {kind}, got {choice!r}")
         choices = tuple(raw_choices)
     excluded = spec.get("not", [])
     if not isinstance(excluded, list):
-        _fail(f"{where}.not", f"expected a list of refused values, got {excluded!r}")
+        _fail(at("not"), f"expected a list of refused values, got {excluded!r}")
     address = False
     if "format" in spec:
         if spec["format"] != "ip" or kind != "string":
-            _fail(f"{where}.format", f"expected 'ip' on a string parameter, got {spec['format']!r}")
+            _fail(at("format"), f"expected 'ip' on a string parameter, got {spec['format']!r}")
         address = True
     if "outside" in spec and not address:
-        _fail(f"{where}.outside", "only an address (format: ip) can be outside networks")
+        _fail(at("outside"), "only an address (format: ip) can be outside networks")
     if ("default" in spec) == ("draw" in spec):
         _fail(where, "expected exactly one of 'default' (a value) and 'draw' (how to draw one per run)")
     param = Param(
         name,
         Check(kind, bounds.get("minimum"), bounds.get("maximum"), choices),
-        _text_of(spec["description"], f"{where}.description"),
+        _text_of(spec["description"], at("description")),
         default=spec.get("default"),
-        draw=_draw(spec["draw"], f"{where}.draw", kind, choices) if "draw" in spec else None,
+        draw=_draw(spec["draw"], prefix, f"parameters.{name}.draw", kind, choices)
+        if "draw" in spec
+        else None,
         exclude=tuple(excluded),
-        exclude_reason=_text_of(spec["not_because"], f"{where}.not_because") if "not_because" in spec else "",
+        exclude_reason=_text_of(spec["not_because"], at("not_because")) if "not_because" in spec else "",
         address=address,
-        outside=_text_of(spec["outside"], f"{where}.outside") if "outside" in spec else None,
+        outside=_text_of(spec["outside"], at("outside")) if "outside" in spec else None,
     )
     if "default" in spec:
         try:
             param.parse(spec["default"], {})
         except CheckError as e:
-            _fail(f"{where}.default", f"the default {e.problem}")
+            _fail(at("default"), e.problem)
     return param
 
 
@@ -376,7 +390,7 @@ def scenario(raw: Any, where: str, origin: str = "") -> Scenario:
     raw_params = spec.get("parameters", {})
     if not isinstance(raw_params, Mapping):
         _fail(field("parameters"), f"expected an object of name -> parameter, got {raw_params!r}")
-    params = tuple(_param(n, p, field(f"parameters.{n}")) for n, p in raw_params.items())
+    params = tuple(_param(n, p, where) for n, p in raw_params.items())
     kinds = {p.name: p.check.kind for p in params}
     raw_values = spec.get("values", {})
     if not isinstance(raw_values, Mapping):
@@ -386,7 +400,7 @@ def scenario(raw: Any, where: str, origin: str = "") -> Scenario:
         _name(value_name, field(f"values.{value_name}"))
         if value_name in kinds or value_name in RESERVED:
             _fail(field(f"values.{value_name}"), "a parameter (or delivery) has that name")
-        values.append((value_name, drawer(_draw(draw, field(f"values.{value_name}"), None))))
+        values.append((value_name, drawer(_draw(draw, where, f"values.{value_name}", None))))
         kinds[value_name] = "string"
     expect = _keys(spec["expect"], field("expect"), (*OUTCOMES, "keys"))
     outcomes = [o for o in OUTCOMES if o in expect]
