@@ -213,7 +213,7 @@ BRUTE = (BUILTIN_DIR / "01-brute_force.yaml").read_text(encoding="utf-8")
         (
             'ip_address: "{failure.details.ip_address}"',
             'ip_address: "{success.details.ip_address}"',
-            "step 'success': field 'event.details.ip_address': unknown reference {success.details.ip_address}",
+            "step 'success': field 'event.details.ip_address': unknown reference {success.details",
         ),
         (
             'count: "{attempts}"',
@@ -261,7 +261,7 @@ BRUTE = (BUILTIN_DIR / "01-brute_force.yaml").read_text(encoding="utf-8")
 def test_a_bad_file_names_the_file_scenario_step_and_field(
     tmp_path: Path, old: str, new: str, message: str
 ) -> None:
-    """Each mistake is one ScenarioFileError starting with the file, then the scenario, the step, the field."""
+    """Each mistake is one ScenarioFileError starting with the file, then scenario, step, field."""
     assert old in BRUTE, old
     path = write(tmp_path, "mine.yaml", BRUTE.replace(old, new, 1))
     with pytest.raises(ScenarioFileError) as caught:
