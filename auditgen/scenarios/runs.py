@@ -141,6 +141,7 @@ class ScenarioRunner(Service):
         self._runs: OrderedDict[str, Tracked] = OrderedDict()
         self._active: dict[str, Tracked] = {}  # paced runs not yet wholly accepted
         self._timers: dict[str, IDelayedCall] = {}
+        self._stopped = False  # stopService ran: paced runs hand over what remains at once
 
     @property
     def scenarios(self) -> tuple[Scenario, ...]:
@@ -217,11 +218,12 @@ class ScenarioRunner(Service):
 
     def pace(self, p: Plan) -> Tracked:
         """Start handing the run's events over at their offsets; the first is due now."""
+        assert self._clock is not None
         tracked = self.track(p, "paced")
         start = datetime.fromtimestamp(tracked.started, UTC)
         tracked.shift = (p.start(start) - start).total_seconds()
         self._active[p.scenario_id] = tracked
-        self._next(tracked)
+        self._hand_over(tracked)  # the first is due now: accepted (or waiting) before the answer
         return tracked
 
     def _next(self, tracked: Tracked) -> None:
@@ -233,7 +235,7 @@ class ScenarioRunner(Service):
     def _hand_over(self, tracked: Tracked) -> None:
         """Stamp the due event now and offer it to the outbox; full: wait and offer it again."""
         assert self._clock is not None and self._outbox is not None
-        del self._timers[tracked.plan.scenario_id]
+        self._timers.pop(tracked.plan.scenario_id, None)
         index = tracked.accepted
         event = tracked.plan.events[index]
         stamp(event, datetime.fromtimestamp(self._clock.seconds() + tracked.shift, UTC))
@@ -259,7 +261,7 @@ class ScenarioRunner(Service):
             if tracked.interrupted_seconds:
                 run.expected["interrupted_seconds"] = round(tracked.interrupted_seconds, 3)
             self.report(run)
-        elif self.running:
+        elif not self._stopped:
             self._next(tracked)
         elif index + 1 > tracked.flushed:
             self._flush(tracked)  # stopped while this one was being stored
@@ -270,7 +272,7 @@ class ScenarioRunner(Service):
         self.log.failure(
             "a paced scenario event could not be stored; retrying", failure, event="scenario.store_failed"
         )
-        if self.running:
+        if not self._stopped:
             self._timers[tracked.plan.scenario_id] = self._clock.callLater(
                 RETRY_SECONDS, self._hand_over, tracked
             )
@@ -278,6 +280,7 @@ class ScenarioRunner(Service):
     def stopService(self) -> None:
         """Hand every paced run's remaining events over now, so that nothing answered for is lost."""
         super().stopService()  # type: ignore[no-untyped-call]
+        self._stopped = True
         for scenario_id, tracked in list(self._active.items()):
             timer = self._timers.pop(scenario_id, None)
             if timer is not None:
