@@ -29,50 +29,17 @@ from auditgen.tap import Options
 SCHEMA = json.loads(resources.files("auditgen.scenarios").joinpath("scenario.schema.json").read_text())
 BUILTIN_DIR = resources.files("auditgen.scenarios").joinpath("builtin")
 
-# A user's own scenario and its near miss: the example of docs/scenarios.md, kept in step with it.
-OWN = """\
-scenarios:
-  - name: ssh_key_added_after_login
-    description: A user logs in over SSH from an address and adds a key to their authorized_keys.
-    expect:
-      alert: "user_login SUCCESS then file_modified of {key_file} by one user within {window_seconds} s"
-      keys: {user_id: "{user}", server_hostname: "{host}"}
-    parameters:
-      user: {type: string, draw: {pool: people}, description: The user.}
-      host: {type: string, draw: {pool: hosts}, description: The host.}
-      key_file: {type: string, default: /home/alice/.ssh/authorized_keys, description: The file.}
-      window_seconds: {type: number, default: 30, minimum: 1, maximum: 3600, description: Login to change.}
-    steps:
-      - name: login
-        event:
-          event_type: user_login
-          action_result: SUCCESS
-          user_id: "{user}"
-          server_hostname: "{host}"
-          details: {protocol: ssh}
-      - name: change
-        at: "{window_seconds}"
-        event:
-          event_type: file_modified
-          action_result: MODIFIED
-          user_id: "{user}"
-          server_hostname: "{host}"
-          details: {resource: "{key_file}", ip_address: "{login.details.ip_address}"}
-  - name: ssh_key_added_by_config_management
-    description: The same change, made by the config-management account with no interactive login.
-    expect:
-      quiet: "{user} changes {key_file} as part of a deployment, with no login before it"
-      keys: {user_id: "{user}"}
-    parameters:
-      user: {type: string, default: deploy, description: The config-management account.}
-      key_file: {type: string, default: /home/alice/.ssh/authorized_keys, description: The file.}
-    steps:
-      - event:
-          event_type: file_modified
-          action_result: MODIFIED
-          user_id: "{user}"
-          details: {resource: "{key_file}"}
-"""
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def docs_example() -> str:
+    """The complete example of a user's own scenario and its near miss, in docs/scenarios.md."""
+    docs = (ROOT / "docs" / "scenarios.md").read_text(encoding="utf-8")
+    section = docs.split("### A complete example", 1)[1]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+OWN = docs_example()
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:
