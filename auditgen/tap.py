@@ -123,6 +123,7 @@ def makeService(options: Options) -> IService:
     from auditgen.outbox import Outbox, OutboxService
     from auditgen.scenario_mix import ScenarioMix
     from auditgen.scenarios import ScenarioRunner
+    from auditgen.scenarios.runs import RUN_STORE_FILE, RunStore
     from auditgen.sessions import SessionMix
     from auditgen.shapes import ShapeSettings
     from auditgen.spool import Spool
@@ -153,6 +154,7 @@ def makeService(options: Options) -> IService:
         scenarios=options.scenarios,
         clock=clock,
         outbox=outbox,
+        store=RunStore(os.path.join(s.spool_dir, RUN_STORE_FILE)) if s.spool_dir else None,
     )
     generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
     make: Callable[[], Mapping[str, Any]] = generated.generate

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from auditgen.events import Catalog
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.scenarios import BUILTIN, NEAR_MISSES, Run, ScenarioRunner
-from auditgen.scenarios.runs import RETRY_SECONDS
+from auditgen.scenarios.runs import RETRY_SECONDS, RunStore
 from tests import detect
 
 START = datetime(2026, 11, 27, 14, 30, tzinfo=UTC).timestamp()
@@ -42,15 +43,29 @@ class Pipeline:
     """A runner over an outbox on a Clock; with consume, each accepted event is taken and confirmed at
     once, its arrival noted."""
 
-    def __init__(self, seed: int = 1, capacity: int = 1000, consume: bool = True) -> None:
-        self.clock = Clock()
-        self.clock.advance(START)
+    def __init__(
+        self,
+        seed: int = 1,
+        capacity: int = 1000,
+        consume: bool = True,
+        store: RunStore | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if clock is None:
+            clock = Clock()
+            clock.advance(START)
+        self.clock = clock
         self.metrics = Metrics()
         self.outbox = Outbox(capacity, self.metrics, self.clock)
         self.arrivals: list[tuple[float, dict[str, Any]]] = []
         self.reports = Reports()
         self.runner = ScenarioRunner(
-            Catalog.builtin(), random.Random(seed), self.reports, clock=self.clock, outbox=self.outbox
+            Catalog.builtin(),
+            random.Random(seed),
+            self.reports,
+            clock=self.clock,
+            outbox=self.outbox,
+            store=store,
         )
         self.runner.startService()
         if consume:
@@ -211,3 +226,38 @@ def test_at_shutdown_a_paced_runs_remaining_events_are_handed_over_at_once() -> 
     assert [e["event_id"] for _, e in p.arrivals] == [e["event_id"] for e in plan.events]
     assert len(p.reports.runs) == 1
     assert not p.clock.getDelayedCalls()
+
+
+def test_with_a_store_a_stopped_paced_run_resumes_at_the_next_start_and_says_it_was_interrupted(
+    tmp_path: Path,
+) -> None:
+    """Stopped after two of four events: the rest of the schedule is stored (not handed over); a new
+    runner on the same store, started 100 s later, sends the rest with their spacing, shifted by the
+    100 s, and the record says so. Nothing is sent twice or lost."""
+    store = RunStore(str(tmp_path / "spool" / "scenario-runs.json"))
+    first = Pipeline(store=store)
+    plan, _ = first.runner.plan("failed_logins_spread_out", {"attempts": 4, "gap_seconds": 70})
+    first.runner.pace(plan)
+    gaps = [b - a for a, b in zip(plan.offsets, plan.offsets[1:], strict=False)]
+    first.clock.advance(gaps[0])
+    assert len(first.arrivals) == 2
+    first.runner.stopService()
+    assert len(first.arrivals) == 2 and first.reports.runs == []
+    assert not first.clock.getDelayedCalls()
+    first.clock.advance(100)
+    second = Pipeline(seed=2, store=store, clock=first.clock)  # the next process, on the same spool
+    second.runner.startService()
+    assert status_of(second, plan.scenario_id)["interrupted_seconds"] == 100
+    while second.clock.getDelayedCalls():
+        [due] = second.clock.getDelayedCalls()
+        second.clock.advance(due.getTime() - second.clock.seconds())
+    arrivals = first.arrivals + second.arrivals
+    assert [e["event_id"] for _, e in arrivals] == [e["event_id"] for e in plan.events]
+    times = [t for t, _ in arrivals]
+    assert times[2] - times[1] == pytest.approx(gaps[1] + 100, abs=1e-6)
+    assert times[3] - times[2] == pytest.approx(gaps[2], abs=1e-6)
+    [run] = second.reports.runs
+    assert run.expected["interrupted_seconds"] == pytest.approx(100)
+    assert run.expected["outcome"] == "quiet"
+    assert run.expected["event_ids"] == [e["event_id"] for e in plan.events]
+    assert store.load() == []

@@ -11,6 +11,8 @@ restart; the record then says for how long the run was interrupted.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,6 +41,7 @@ from auditgen.scenarios.engine import (
 )
 
 RETRY_SECONDS = 1.0  # a paced event the outbox could not take is offered again after this
+RUN_STORE_FILE = "scenario-runs.json"  # in the spool directory: paced runs a stop left unfinished
 KEPT_RUNS = 1000  # GET /scenarios/runs/{id} answers for this many of the latest runs
 
 
@@ -103,6 +107,43 @@ class Tracked:
             "total": len(events),
         }
 
+    def save(self) -> dict[str, Any]:
+        """The run as the store keeps it: enough to go on and to report it as planned."""
+        return {
+            "scenario_id": self.plan.scenario_id,
+            "parameters": self.plan.parameters,
+            "expected": self.plan.expectation(),
+            "events": self.plan.events,
+            "due": self.due,
+            "accepted": self.accepted,
+            "confirmed": sorted(self.confirmed),
+            "shift": self.shift,
+            "interrupted_seconds": self.interrupted_seconds,
+            "stopped_at": self.stopped_at,
+        }
+
+    @classmethod
+    def restore(cls, saved: Mapping[str, Any]) -> Tracked:
+        due = [float(d) for d in saved["due"]]
+        p = Plan(
+            Scenario.stored(saved["expected"]),
+            saved["scenario_id"],
+            saved["parameters"],
+            due,
+            saved["events"],
+        )
+        return cls(
+            p,
+            "paced",
+            due[0],
+            due,
+            accepted=int(saved["accepted"]),
+            confirmed=set(saved["confirmed"]),
+            shift=float(saved["shift"]),
+            interrupted_seconds=float(saved["interrupted_seconds"]),
+            stopped_at=float(saved["stopped_at"]),
+        )
+
     def schedule(self) -> list[dict[str, Any]]:
         return [
             {"event_id": e["event_id"], "at": _iso(due), "offset_seconds": round(due - self.due[0], 6)}
@@ -124,8 +165,10 @@ class ScenarioRunner(Service):
         scenarios: Sequence[Scenario] | None = None,
         clock: IReactorTime | None = None,
         outbox: Outbox | None = None,
+        store: RunStore | None = None,
     ) -> None:
-        """`clock` and `outbox` are needed for paced runs only; `now` defaults to the clock's time."""
+        """`clock` and `outbox` are needed for paced runs only; `now` defaults to the clock's time. With a
+        store, paced runs unfinished at a stop are kept there and resumed when the service starts again."""
         from auditgen.scenarios import BUILTIN
 
         self._reporter = reporter
@@ -141,7 +184,9 @@ class ScenarioRunner(Service):
         self._runs: OrderedDict[str, Tracked] = OrderedDict()
         self._active: dict[str, Tracked] = {}  # paced runs not yet wholly accepted
         self._timers: dict[str, IDelayedCall] = {}
-        self._stopped = False  # stopService ran: paced runs hand over what remains at once
+        self._stopped = False  # stopService ran: paced runs are stored, or hand over what remains at once
+        self._store = store
+        self._storing: dict[str, Deferred[Entry]] = {}  # a paced event being stored, per run
 
     @property
     def scenarios(self) -> tuple[Scenario, ...]:
@@ -248,11 +293,13 @@ class ScenarioRunner(Service):
                 RETRY_SECONDS, self._hand_over, tracked
             )
             return
+        self._storing[tracked.plan.scenario_id] = stored
         stored.addCallbacks(
             self._accepted, self._not_stored, callbackArgs=(tracked, index), errbackArgs=(tracked,)
         )
 
     def _accepted(self, entry: Entry, tracked: Tracked, index: int) -> None:
+        self._storing.pop(tracked.plan.scenario_id, None)
         tracked.accepted = index + 1
         _on_confirm(entry, tracked, index)
         if tracked.accepted == len(tracked.due):
@@ -263,12 +310,13 @@ class ScenarioRunner(Service):
             self.report(run)
         elif not self._stopped:
             self._next(tracked)
-        elif index + 1 > tracked.flushed:
+        elif self._store is None and index + 1 > tracked.flushed:
             self._flush(tracked)  # stopped while this one was being stored
 
     def _not_stored(self, failure: Failure, tracked: Tracked) -> None:
         """The spool could not write it: nothing was accepted; offer it again later (or now, stopping)."""
         assert self._clock is not None
+        self._storing.pop(tracked.plan.scenario_id, None)
         self.log.failure(
             "a paced scenario event could not be stored; retrying", failure, event="scenario.store_failed"
         )
@@ -277,16 +325,66 @@ class ScenarioRunner(Service):
                 RETRY_SECONDS, self._hand_over, tracked
             )
 
-    def stopService(self) -> None:
-        """Hand every paced run's remaining events over now, so that nothing answered for is lost."""
+    def startService(self) -> None:
+        """Resume the paced runs a stop left in the store, shifted by how long the service was down."""
+        super().startService()  # type: ignore[no-untyped-call]
+        self._stopped = False
+        if self._store is None:
+            return
+        assert self._clock is not None
+        now = self._clock.seconds()
+        for saved in self._store.load():
+            tracked = Tracked.restore(saved)
+            assert tracked.stopped_at is not None
+            down = max(0.0, now - tracked.stopped_at)
+            tracked.interrupted_seconds += down
+            tracked.due[tracked.accepted :] = [due + down for due in tracked.due[tracked.accepted :]]
+            tracked.stopped_at = None
+            self.log.info(
+                "resuming paced scenario run {scenario_id} ({scenario}): {left} events left, interrupted "
+                "for {seconds:.1f} s",
+                event="scenario.paced_resumed",
+                scenario_id=tracked.plan.scenario_id,
+                scenario=tracked.plan.scenario.name,
+                left=len(tracked.due) - tracked.accepted,
+                seconds=down,
+            )
+            self._runs[tracked.plan.scenario_id] = tracked
+            self._active[tracked.plan.scenario_id] = tracked
+            self._next(tracked)
+        self._store.save([])
+
+    def stopService(self) -> Deferred[None] | None:
+        """Keep every paced run's remaining schedule in the store; without one, hand the remaining events
+        over now. Either way nothing answered for is lost."""
         super().stopService()  # type: ignore[no-untyped-call]
         self._stopped = True
         for scenario_id, tracked in list(self._active.items()):
             timer = self._timers.pop(scenario_id, None)
             if timer is not None:
                 timer.cancel()
-                self._flush(tracked)
-            # else one event is being stored: _accepted flushes the rest once it is
+                if self._store is None:
+                    self._flush(tracked)
+            # else one event is being stored: without a store, _accepted flushes the rest once it is
+        if self._store is None:
+            return None
+        # Wait for the events being stored (accepted or not, each run then knows where it stands).
+        waiting = [d.addBoth(lambda _: None) for d in self._storing.values()]
+        return gatherResults(waiting).addCallback(lambda _: self._save())
+
+    def _save(self) -> None:
+        assert self._store is not None and self._clock is not None
+        now = self._clock.seconds()
+        unfinished = [t for t in self._active.values() if t.accepted < len(t.due)]
+        for tracked in unfinished:
+            tracked.stopped_at = now
+        self._store.save([t.save() for t in unfinished])
+        if unfinished:
+            self.log.info(
+                "{count} paced scenario runs stored, to resume at the next start",
+                event="scenario.paced_stored",
+                count=len(unfinished),
+            )
 
     def _flush(self, tracked: Tracked) -> None:
         """The remaining events at once, stamped now."""
@@ -312,6 +410,35 @@ class ScenarioRunner(Service):
                 self._accepted(entry, tracked, first + i)
 
         stored.addCallback(accepted)
+
+
+class RunStore:
+    """The paced runs a stop left unfinished, as one JSON file next to the spool (written at stop, read
+    and emptied at start): their remaining schedule, events and expectation."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def load(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return []
+        runs: list[dict[str, Any]] = data["runs"]
+        return runs
+
+    def save(self, runs: list[dict[str, Any]]) -> None:
+        """Replace the file at once (a crash leaves the old one or the new one, never half of one)."""
+        if not runs and not os.path.exists(self.path):
+            return
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        temporary = self.path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump({"version": 1, "runs": runs}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.path)
 
 
 def _on_confirm(entry: Entry, tracked: Tracked, index: int) -> None:
