@@ -204,6 +204,11 @@ BRUTE = (BUILTIN_DIR / "01-brute_force.yaml").read_text(encoding="utf-8")
             "at: {between: [1]}",
             "step 'success': field 'at.between': expected [low, high]",
         ),
+        (
+            'count: "{attempts}", over',
+            'each: [{action_result: FAILURE, event_type: x}], count: "{attempts}", over',
+            "step 'failure': field 'repeat.each[0]': unknown key 'event_type' (allowed: server_hostname,",
+        ),
         ("    when:", "    whenever:", "step 'success': unknown key 'whenever' (allowed: name, event, at,"),
         (
             "event_type: user_login\n      action_result: FAILURE",

@@ -353,8 +353,12 @@ def _step(raw: Any, index: int, earlier: list[str], kinds: Mapping[str, str], wh
             _fail(field("repeat.first_gap"), f"expected true or false, got {first_gap!r}")
         count = _typed(r["count"], field("repeat.count"), refs, ("integer",), "a whole number")
         each = r.get("each", [])
-        if not isinstance(each, list) or not all(isinstance(item, Mapping) for item in each):
+        if not isinstance(each, list):
             _fail(field("repeat.each"), f"expected a list of objects of event fields, got {each!r}")
+        for i, item in enumerate(each):
+            _keys(item, field(f"repeat.each[{i}]"), _EVENT_FIELDS[1:])
+            if not isinstance(item.get("details", {}), Mapping):
+                _fail(field(f"repeat.each[{i}].details"), f"expected an object, got {item['details']!r}")
         repeat = Repeat(
             count,
             _number(r["over"], field("repeat.over"), refs) if "over" in r else None,
