@@ -268,7 +268,7 @@ class AuditAPI:
         self._generator.configure(changes)
         return json_response(request, 200, self._generator.state())
 
-    # -- Scenarios: named attacks with the detection they should trip (auditgen/scenarios.py) -----------
+    # -- Scenarios: named attacks with the detection they should trip (auditgen/scenarios/) -----------
 
     @app.route("/scenarios", methods=["GET"])
     def list_scenarios(self, request: IRequest) -> bytes:
@@ -300,7 +300,7 @@ class AuditAPI:
             answer = {
                 "status": "scheduled",
                 **self._run_answer(plan, "paced"),
-                "ends_at": tracked.describe()["ends_at"],
+                "ends_at": tracked.ends_at,
                 "schedule": tracked.schedule(),
                 "expected": plan.expectation(),
             }

@@ -82,6 +82,11 @@ class Tracked:
             return "done"
         return "running" if self.accepted else "planned"
 
+    @property
+    def ends_at(self) -> str:
+        """When the last event is due (UTC, ISO 8601)."""
+        return _iso(self.due[-1])
+
     def describe(self) -> dict[str, Any]:
         """What GET /scenarios/runs/{scenario_id} answers."""
         events = self.plan.events
@@ -91,7 +96,7 @@ class Tracked:
             "delivery": self.delivery,
             "state": self.state,
             "starts_at": _iso(self.due[0]),
-            "ends_at": _iso(self.due[-1]),
+            "ends_at": self.ends_at,
             "interrupted_seconds": round(self.interrupted_seconds, 3),
             "events": [
                 {
