@@ -15,6 +15,7 @@ import pytest
 import yaml
 from twisted.python import usage
 
+from auditgen.checks import CheckError
 from auditgen.events import Catalog
 from auditgen.scenarios import (
     BUILTIN,
@@ -285,3 +286,17 @@ def test_a_bad_scenario_file_stops_start_up_with_a_usage_error(
     monkeypatch.setenv("AUDITGEN_SCENARIOS", bad)
     with pytest.raises(usage.UsageError, match=f"^scenarios: {re.escape(bad)}: scenario 'brute_force': step"):
         Options().parseOptions([])
+
+
+def test_parameters_that_leave_a_run_without_events_are_refused(tmp_path: Path) -> None:
+    """A count parameter that may be 0 can empty a run: that request is a CheckError (a 400), not an
+    empty run."""
+    text = BRUTE.replace("minimum: 3, maximum: 1000", "minimum: 0, maximum: 1000").replace(
+        "default: 5,", "default: 0,"
+    )
+    runner = ScenarioRunner(
+        Catalog.builtin(), random.Random(1), scenarios=load_scenarios([write(tmp_path, "b.yaml", text)])
+    )
+    with pytest.raises(CheckError, match="brute_force: these parameters make a run without events"):
+        runner.run("brute_force", {})
+    assert len(runner.run("brute_force", {"success": True}).events) == 1

@@ -53,7 +53,7 @@ class Context:
         if "." not in ref:
             return self.values[ref]
         step, *path = ref.split(".")
-        value: Any = self.events[step]
+        value: Any = self.events.get(step)  # None: that step made no event in this run
         for key in path:
             value = value.get(key) if isinstance(value, Mapping) else None
         return value
@@ -445,6 +445,8 @@ def plan(scenario: Scenario, given: Mapping[str, Any], factory: StampedFactory, 
         if offsets:
             last[step.name] = offsets[-1]
         timed += [(offset, step, n) for n, offset in enumerate(offsets)]
+    if not timed:
+        raise CheckError(f"{scenario.name}:", "these parameters make a run without events")
     made: list[tuple[float, dict[str, Any]]] = []
     for offset, step, n in timed:  # in the file's order, so a step refers only to events made before it
         fields = step.fields(ctx, n)
