@@ -11,7 +11,7 @@ from auditgen.scenarios.engine import Plan, Run, Scenario, StampedFactory, Unkno
 from auditgen.scenarios.files import ScenarioFileError, builtin, load_scenarios
 from auditgen.scenarios.runs import Reporter, ScenarioRunner
 
-BUILTIN: tuple[Scenario, ...] = tuple(builtin())
+BUILTIN: tuple[Scenario, ...] = builtin()
 """Every scenario shipped in the package: the attacks, then the near misses."""
 SCENARIOS: tuple[Scenario, ...] = tuple(s for s in BUILTIN if s.expect == "alert")
 """The built-in attacks, each expecting an alert (the generator's mix draws from these)."""

@@ -9,6 +9,7 @@ scenario.schema.json next to this module; keep the three in step.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -493,15 +494,18 @@ def scenarios_of(data: Any, origin: str) -> list[Scenario]:
     return found
 
 
-def builtin() -> list[Scenario]:
-    """The scenarios shipped in the package, in the order of their file names."""
+@functools.cache
+def builtin() -> tuple[Scenario, ...]:
+    """The scenarios shipped in the package, in the order of their file names (read once per process:
+    a Scenario is immutable)."""
     folder = resources.files("auditgen.scenarios").joinpath("builtin")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: several times faster
     found: list[Scenario] = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
             origin = f"{BUILTIN_ORIGIN}/{entry.name}"
-            found += scenarios_of(yaml.safe_load(entry.read_text(encoding="utf-8")), origin)
-    return found
+            found += scenarios_of(yaml.load(entry.read_text(encoding="utf-8"), Loader=loader), origin)
+    return tuple(found)
 
 
 def load_scenarios(paths: Sequence[str]) -> tuple[Scenario, ...]:
