@@ -10,7 +10,7 @@ reverse, one after another.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,7 +32,8 @@ from auditgen.ports import Listener, PortInUse
 from auditgen.publisher import Publisher
 from auditgen.routing import Topology
 from auditgen.scenario_mix import ScenarioMix
-from auditgen.scenarios import ScenarioRunner
+from auditgen.scenarios import BUILTIN, Scenario, ScenarioRunner
+from auditgen.scenarios.runs import RUN_STORE_FILE, RunStore
 from auditgen.sessions import SessionMix
 from auditgen.spool import Spool
 from auditgen.tls import ClientTLS
@@ -57,18 +58,23 @@ class Parts:
     publisher: Publisher
     ground_truth: GroundTruth
     truth_services: list[Service]
+    scenarios: ScenarioRunner
     generator: Generator
     api: AuditAPI
 
 
 def build(
-    settings: Settings, catalog: Catalog, reactor: Any, log_observer: ILogObserver | None = None
+    settings: Settings,
+    catalog: Catalog,
+    reactor: Any,
+    log_observer: ILogObserver | None = None,
+    scenarios: Sequence[Scenario] = BUILTIN,
 ) -> AuditgenService:
     """The whole service for these settings, on this reactor; nothing runs until it is started."""
-    return tree(parts(settings, catalog, reactor), reactor, log_observer)
+    return tree(parts(settings, catalog, reactor, scenarios), reactor, log_observer)
 
 
-def parts(s: Settings, catalog: Catalog, reactor: Any) -> Parts:
+def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scenario] = BUILTIN) -> Parts:
     """Every part, each given what it uses. The generator is made before the API, which controls it."""
     metrics = Metrics(max_series=s.metrics.max_series)
     spool = Spool(s.outbox.spool_dir, reactor) if s.outbox.spool_dir else None
@@ -85,14 +91,24 @@ def parts(s: Settings, catalog: Catalog, reactor: Any) -> Parts:
     publisher = _publisher(s, reactor, s.routing.topology, outbox, metrics)
     truth_outbox, truth_services = _ground_truth_outbox(s, reactor)
     ground_truth = GroundTruth(metrics, reactor, truth_outbox)
-    scenarios = ScenarioRunner(catalog, seeded_rng(seed, "scenarios"), ground_truth)
+    spool_dir = s.outbox.spool_dir
+    runner = ScenarioRunner(
+        catalog,
+        seeded_rng(seed, "scenarios"),
+        ground_truth,
+        scenarios=scenarios,
+        clock=reactor,
+        outbox=outbox,
+        store=RunStore(os.path.join(spool_dir, RUN_STORE_FILE)) if spool_dir else None,
+    )
     generated = EventFactory(catalog, seeded_rng(seed, "generator"))
     make: Callable[[], Mapping[str, Any]] = generated.generate
     if s.sessions.share > 0:
         make = SessionMix(generated, seeded_rng(seed, "sessions"), s.sessions.share, s.sessions.count)
     if s.scenarios.rate > 0:
         mix_rng = seeded_rng(seed, "generated-scenarios")  # its own stream: API calls do not shift it
-        make = ScenarioMix(make, catalog, mix_rng, s.scenarios.rate, scenarios.report)
+        attacks = [scenario for scenario in scenarios if scenario.expect == "alert"]
+        make = ScenarioMix(make, catalog, mix_rng, s.scenarios.rate, runner.report, scenarios=attacks)
     generator = Generator(
         reactor,
         s.generator.events_per_second,
@@ -115,11 +131,13 @@ def parts(s: Settings, catalog: Catalog, reactor: Any) -> Parts:
         confirm_wait=s.api.confirm_wait,
         max_body_bytes=s.api.max_body_bytes,
         generator=generator,
-        scenarios=scenarios,
+        scenarios=runner,
         token=s.api.token,
         console=console_resource(console_state, EventTail(outbox, reactor)),
     )
-    return Parts(s, metrics, outbox, spool, factory, publisher, ground_truth, truth_services, generator, api)
+    return Parts(
+        s, metrics, outbox, spool, factory, publisher, ground_truth, truth_services, runner, generator, api
+    )
 
 
 def tree(p: Parts, reactor: Any, log_observer: ILogObserver | None = None) -> AuditgenService:
@@ -141,6 +159,7 @@ def tree(p: Parts, reactor: Any, log_observer: ILogObserver | None = None) -> Au
         p.publisher,
         *p.truth_services,
         p.ground_truth,
+        p.scenarios,
         p.generator,
     ):
         root.addService(service)

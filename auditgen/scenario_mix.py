@@ -14,6 +14,7 @@ from typing import Any
 
 from auditgen.events import SOURCE_GENERATED, Catalog
 from auditgen.scenarios import SCENARIOS, Plan, Run, Scenario, StampedFactory, plan
+from auditgen.scenarios.engine import stamp
 
 MAX_SCENARIO_RATE = 1000.0  # scenarios per 1,000 events: at most every event starts or continues one
 
@@ -44,22 +45,23 @@ class ScenarioMix:
         self._scenarios = tuple(scenarios)
         self._plan: Plan | None = None
         self._shift = timedelta(0)
-        self._events: list[dict[str, Any]] = []
+        self._handed = 0
 
     def __call__(self) -> Mapping[str, Any]:
         if self._plan is None:
             if not (self._probability and self._rng.random() < self._probability):
                 return self._inner()
             scenario = self._rng.choice(self._scenarios)
-            self._plan = plan(scenario, {}, self._rng, self._factory.pools)
+            self._plan = plan(scenario, {}, self._factory, SOURCE_GENERATED)
             # Stamped by the clock, moved back as far as the scenario needs (off_hours_admin: to a night).
-            now, first = self._now(), timedelta(seconds=self._plan.steps[0].at)
-            self._shift = scenario.start(now - first, self._plan.parameters) + first - now
-            self._events = []
+            now = self._now()
+            self._shift = self._plan.start(now) - now
+            self._handed = 0
         p = self._plan
-        event = p.event(self._factory, len(self._events), self._now() + self._shift, SOURCE_GENERATED)
-        self._events.append(event)
-        if len(self._events) == len(p.steps):
+        event = p.events[self._handed]
+        stamp(event, self._now() + self._shift)
+        self._handed += 1
+        if self._handed == len(p.events):
             self._plan = None
-            self._report(p.finish(self._events, "generator"))
+            self._report(p.finish("generator"))
         return event

@@ -19,6 +19,8 @@ from auditgen import __version__
 from auditgen.catalogs import load_catalog
 from auditgen.config import SPECS, TOPICS, ConfigError, Settings, load_settings, read_dotenv
 from auditgen.events import Catalog, TemplateError
+from auditgen.scenarios import Scenario
+from auditgen.scenarios.files import ScenarioFileError, load_scenarios
 
 GENERAL = ("env-file", "version", "help")
 
@@ -47,6 +49,7 @@ class Options(usage.Options):
 
     settings: Settings
     catalog: Catalog
+    scenarios: tuple[Scenario, ...]
 
     def opt_version(self) -> None:
         """Display auditgen's version and exit."""
@@ -106,6 +109,10 @@ class Options(usage.Options):
             self.catalog = load_catalog(templates.files or (), templates.replace)
         except TemplateError as e:
             raise usage.UsageError(f"templates: {e}") from None
+        try:
+            self.scenarios = load_scenarios(self.settings.scenarios.files or ())
+        except ScenarioFileError as e:
+            raise usage.UsageError(f"scenarios: {e}") from None
 
 
 def makeService(options: Options) -> IService:
@@ -118,7 +125,7 @@ def makeService(options: Options) -> IService:
     s = options.settings
     # options.parent is twistd's own options (--logfile, --nodaemon, ...), absent outside twistd.
     log_observer = twistd_observer(getattr(options, "parent", None), s.logs.format, s.logs.level)
-    root = app.build(s, options.catalog, reactor, log_observer)
+    root = app.build(s, options.catalog, reactor, log_observer, options.scenarios)
     process.take_over(s)
     return root
 

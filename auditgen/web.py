@@ -24,10 +24,11 @@ from twisted.web.resource import IResource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from auditgen.auth import RequireToken
+from auditgen.checks import CheckError
 from auditgen.events import EventFactory
 from auditgen.metrics import render_metrics
 from auditgen.outbox import Entry, Outbox, OutboxFull
-from auditgen.scenarios import Run, ScenarioRunner, UnknownScenario
+from auditgen.scenarios import Plan, Run, ScenarioRunner, UnknownScenario
 from auditgen.site import ApiSite, too_large
 from auditgen.spool import SpoolError
 from auditgen.validation import (
@@ -273,7 +274,7 @@ class AuditAPI:
         self._generator.configure(changes)
         return json_response(request, 200, self._generator.state())
 
-    # -- Scenarios: named attacks with the detection they should trip (auditgen/scenarios.py) -----------
+    # -- Scenarios: named attacks with the detection they should trip (auditgen/scenarios/) -----------
 
     @app.route("/scenarios", methods=["GET"])
     def list_scenarios(self, request: IRequest) -> bytes:
@@ -284,42 +285,79 @@ class AuditAPI:
 
     @app.route("/scenarios/<name>", methods=["POST"])
     def run_scenario(self, request: IRequest, name: str) -> bytes | Deferred[bytes]:
-        """Run one scenario (a JSON object of parameters, or no body for the defaults), all or nothing;
-        answer like the bulk trigger, with the scenario_id and the expected detection."""
+        """Run one scenario (a JSON object of parameters and optionally `delivery`, or no body for the
+        defaults). instant: all or nothing, answered like the bulk trigger; paced: 202 at once with the
+        schedule. Both name the scenario_id, the event ids, when the run ends and the expected detection."""
         if self._scenarios is None:
             raise NotFound()
         try:
             body = self._read_body(request)
-            run = self._scenarios.run(name, parse_json_object(body) if body.strip() else {})
+            plan, delivery = self._scenarios.plan(name, parse_json_object(body) if body.strip() else {})
         except Refused as r:
             return r.answer(request)
-        except BadRequest as e:
+        except (BadRequest, CheckError) as e:
             return json_response(request, 400, {"error": str(e)})
         except UnknownScenario as e:
             return json_response(request, 404, {"error": str(e.args[0])})
         if self._scenarios.full:
             return _full(request, "ground-truth outbox full")
+        if delivery == "paced":
+            tracked = self._scenarios.pace(plan)
+            answer = {
+                "status": "scheduled",
+                **self._run_answer(plan, "paced"),
+                "ends_at": tracked.ends_at,
+                "schedule": tracked.schedule(),
+                "expected": plan.expectation(),
+            }
+            return json_response(request, 202, answer)
+        run = self._scenarios.instant(plan)
         try:
             stored = self._outbox.add_many(run.events, wait=True)
         except OutboxFull as e:
             return _full(request, str(e))
         return stored.addCallbacks(
-            self._scenario_accepted, self._not_stored, callbackArgs=(run, request), errbackArgs=(request,)
+            self._scenario_accepted,
+            self._not_stored,
+            callbackArgs=(plan, run, request),
+            errbackArgs=(request,),
         )
 
-    def _scenario_accepted(self, entries: list[Entry], run: Run, request: IRequest) -> Deferred[bytes]:
+    @staticmethod
+    def _run_answer(plan: Plan, delivery: str) -> dict[str, Any]:
+        return {
+            "scenario": plan.scenario.name,
+            "scenario_id": plan.scenario_id,
+            "delivery": delivery,
+            "parameters": plan.parameters,
+            "event_ids": [e["event_id"] for e in plan.events],
+        }
+
+    def _scenario_accepted(
+        self, entries: list[Entry], plan: Plan, run: Run, request: IRequest
+    ) -> Deferred[bytes]:
         assert self._scenarios is not None
         self._scenarios.report(run)
+        self._scenarios.track(plan, "instant", entries)
         answer = {
-            "scenario": run.scenario,
-            "scenario_id": run.scenario_id,
-            "parameters": run.parameters,
-            "event_ids": run.expected["event_ids"],
+            **self._run_answer(plan, "instant"),
+            "ends_at": run.expected["window"]["end"],
             "expected": run.expected,
         }
         return self._all_confirmed(entries).addCallback(
             lambda s: json_response(request, 202, {"status": s, **answer})
         )
+
+    @app.route("/scenarios/runs/<scenario_id>", methods=["GET"])
+    def scenario_run(self, request: IRequest, scenario_id: str) -> bytes:
+        """Where a run stands (planned, running, done, interrupted) and which of its events are confirmed."""
+        if self._scenarios is None:
+            raise NotFound()
+        status = self._scenarios.status(scenario_id)
+        if status is None:
+            error = f"no scenario run {scenario_id!r} (only the latest runs of this process are kept)"
+            return json_response(request, 404, {"error": error})
+        return json_response(request, 200, status)
 
     # -- The live console (auditgen/console): a static page, its state snapshot and the event tail. ----
 

@@ -65,12 +65,12 @@ def test_the_document_describes_every_route_and_no_other() -> None:
 
 def test_each_scenario_path_takes_exactly_its_parameters() -> None:
     """Every parameter's schema accepts its default and the scenario runs with it; unknown ones are
-    refused by the schema (additionalProperties false) as by the runner."""
+    refused by the schema (additionalProperties false) as by the runner; `delivery` is taken beside them."""
     paths = openapi_document(RUNNER)["paths"]
     for scenario in RUNNER.describe():
         operation = paths[f"/scenarios/{scenario['name']}"]["post"]
         schema = operation["requestBody"]["content"]["application/json"]["schema"]
-        assert set(schema["properties"]) == {p["name"] for p in scenario["parameters"]}
+        assert set(schema["properties"]) == {p["name"] for p in scenario["parameters"]} | {"delivery"}
         assert schema["additionalProperties"] is False
         defaults = {p["name"]: p["default"] for p in scenario["parameters"] if p["default"] is not None}
         jsonschema.validate(defaults, schema)

@@ -12,7 +12,7 @@ from auditgen.events import Catalog
 from auditgen.groundtruth import RECORD_TYPE, GroundTruth
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.scenarios import SCENARIOS, ScenarioRunner
+from auditgen.scenarios import BUILTIN, ScenarioRunner
 from tests.support import detect
 from tests.support.web import JSON, FailingSpool, Harness, SlowSpool, answered
 
@@ -30,7 +30,9 @@ class ScenarioHarness(Harness):
         self.truth = Outbox(self._truth_capacity, Metrics(), self.clock)
         self.ground_truth = GroundTruth(self.metrics, self.clock, self.truth)
         self.ground_truth.startService()
-        return ScenarioRunner(Catalog.builtin(), random.Random(5), self.ground_truth)
+        return ScenarioRunner(
+            Catalog.builtin(), random.Random(5), self.ground_truth, clock=self.clock, outbox=self.outbox
+        )
 
     def run(self, name: str, body: bytes = b"", headers: Any = JSON) -> Any:
         return self.request("POST", f"/scenarios/{name}", body, headers)
@@ -56,11 +58,12 @@ class ScenarioHarness(Harness):
 
 
 def test_get_scenarios_lists_every_scenario_with_its_parameters() -> None:
-    """The list names each scenario with its parameters' types, defaults and descriptions."""
+    """The list names each scenario (the attacks, then the near misses) with its parameters' types,
+    defaults and descriptions."""
     h = ScenarioHarness()
     code, body, _ = h.answer(h.request("GET", "/scenarios"))
     assert code == 200
-    assert [s["name"] for s in body["scenarios"]] == [s.name for s in SCENARIOS]
+    assert [s["name"] for s in body["scenarios"]] == [s.name for s in BUILTIN]
     brute = body["scenarios"][0]
     assert [p["name"] for p in brute["parameters"]] == [
         "user",
@@ -222,3 +225,39 @@ def test_without_a_runner_the_scenario_paths_do_not_exist() -> None:
     assert code == 404
     code, _, _ = h.answer(h.request("POST", "/scenarios/brute_force", b"", JSON))
     assert code == 404
+
+
+def test_a_paced_run_answers_at_once_with_its_schedule_and_its_record_follows_the_last_event() -> None:
+    """delivery "paced" beside the parameters: 202 "scheduled" at once with the event ids, the schedule
+    and when the run ends; the events are handed over at their offsets, the record after the last."""
+    h = ScenarioHarness()
+    body = json.dumps({"delivery": "paced", "attempts": 3, "window_seconds": 20}).encode()
+    code, answer, _ = h.answer(h.run("brute_force", body))
+    assert (code, answer["status"], answer["delivery"]) == (202, "scheduled", "paced")
+    assert [s["event_id"] for s in answer["schedule"]] == answer["event_ids"]
+    assert answer["ends_at"] == answer["schedule"][-1]["at"]
+    assert answer["expected"]["outcome"] == "alert"
+    assert [e["event_id"] for e in h.published()] == answer["event_ids"][:1]
+    assert h.records() == []
+    h.clock.advance(20)
+    assert [e["event_id"] for e in h.published()] == answer["event_ids"][1:]
+    [record] = h.records()
+    assert record["event_ids"] == answer["event_ids"]
+    code, status, _ = h.answer(h.request("GET", f"/scenarios/runs/{answer['scenario_id']}"))
+    assert (code, status["state"], status["confirmed"], status["total"]) == (200, "done", 3, 3)
+
+
+def test_an_instant_run_is_followed_too_and_an_unknown_run_is_404() -> None:
+    """GET /scenarios/runs/{id} answers for an instant run (done; confirmed once acked); an unknown id is
+    a 404 JSON error; a delivery other than instant or paced is a 400."""
+    h = ScenarioHarness()
+    d = h.run("privilege_escalation")
+    h.published()
+    code, answer, _ = h.answer(d)
+    assert answer["delivery"] == "instant" and answer["ends_at"] == answer["expected"]["window"]["end"]
+    code, status, _ = h.answer(h.request("GET", f"/scenarios/runs/{answer['scenario_id']}"))
+    assert (code, status["state"], status["confirmed"]) == (200, "done", 3)
+    code, error, _ = h.answer(h.request("GET", "/scenarios/runs/nope"))
+    assert code == 404 and "no scenario run" in error["error"]
+    code, error, _ = h.answer(h.run("brute_force", b'{"delivery": "later"}'))
+    assert code == 400 and 'brute_force: delivery must be one of ["instant", "paced"]' in error["error"]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from auditgen.checks import CheckError
 from auditgen.events import SOURCE_API, Catalog
-from auditgen.scenarios import SCENARIOS, ScenarioRunner, UnknownScenario
-from auditgen.validation import BadRequest
+from auditgen.scenarios import BUILTIN, SCENARIOS, ScenarioRunner, UnknownScenario
 from tests.support import detect
 
 NOW = datetime(2026, 11, 27, 14, 30, 0, tzinfo=UTC)  # business hours: off_hours_admin must look back
@@ -148,7 +148,7 @@ def test_bad_parameters_are_refused_naming_the_parameter(
     name: str, given: dict[str, Any], message: str
 ) -> None:
     """Unknown names, wrong types, out of range and disallowed values each say what was expected."""
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(CheckError) as e:
         runner().run(name, given)
     assert f"{name}: " in str(e.value)
     assert message in str(e.value)
@@ -162,9 +162,10 @@ def test_an_unknown_scenario_lists_the_known_ones() -> None:
 
 
 def test_every_parameter_is_described_with_type_default_and_meaning() -> None:
-    """GET /scenarios shows these: each parameter has a type, a default (null: random) and a description."""
+    """GET /scenarios shows these (the attacks, then the near misses): each parameter has a type, a default
+    (null: random) and a description."""
     described = runner().describe()
-    assert [d["name"] for d in described] == [s.name for s in SCENARIOS]
+    assert [d["name"] for d in described] == [s.name for s in BUILTIN]
     for scenario in described:
         assert scenario["description"]
         for p in scenario["parameters"]:

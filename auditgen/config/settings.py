@@ -138,6 +138,7 @@ class SessionSettings:
 class ScenarioSettings:
     rate: float
     ground_truth_queue: str | None
+    files: tuple[str, ...] | None
 
 
 @dataclass(frozen=True)

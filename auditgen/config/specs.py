@@ -258,6 +258,12 @@ SPECS: tuple[Spec, ...] = (
         "published in confirm mode through an outbox of its own (with a spool: "
         "`<AUDITGEN_SPOOL_DIR>/ground-truth`); must differ from `RABBITMQ_QUEUE`; unset: no records.",
     ),
+    Spec(
+        "scenarios", "files", "AUDITGEN_SCENARIOS", "scenarios", None, p.paths,
+        "Scenario files (`.json`, `.yaml`, `.yml`), comma-separated: each adds scenarios, or replaces a "
+        "built-in of the same name (docs/scenarios.md); a bad file stops start-up naming the file, the "
+        "scenario, the step and the field.",
+    ),
     # -- templates
     Spec(
         "templates", "files", "AUDITGEN_TEMPLATES", "templates", None, p.paths,

@@ -148,3 +148,27 @@ def assert_expected(
     stamps = sorted(e["timestamp"] for e in events)
     assert run_expected["window"] == {"start": stamps[0], "end": stamps[-1]}
     assert run_expected["rule"] == name
+
+
+# -- The platform's analysis service, counting by arrival time (/work/shared/examples/README.md) -----------
+
+PLATFORM_WINDOW_SECONDS = 60.0
+PLATFORM_THRESHOLD = 3
+
+
+def platform_alerts(arrivals: Sequence[tuple[float, Event]]) -> list[tuple[str, str]]:
+    """(rule, event_id) for every alert the analysis service publishes, given each event with the time it
+    consumed it: ANLY-SEC-001 for each failed login while 3 or more of one user_id and server_hostname
+    arrived within 60 s (by arrival, not timestamp); ANLY-SEC-002 for each file_modified MODIFIED whose
+    top-level resource contains one of the four files."""
+    alerts: list[tuple[str, str]] = []
+    windows: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for arrived, e in sorted(arrivals, key=lambda a: a[0]):
+        if _is(e, "user_login", "FAILURE"):
+            window = windows[(e["user_id"], e["server_hostname"])]
+            window[:] = [t for t in window if arrived - t <= PLATFORM_WINDOW_SECONDS] + [arrived]
+            if len(window) >= PLATFORM_THRESHOLD:
+                alerts.append(("ANLY-SEC-001", e["event_id"]))
+        elif _is(e, "file_modified", "MODIFIED") and any(p in e.get("resource", "") for p in PLATFORM_FILES):
+            alerts.append(("ANLY-SEC-002", e["event_id"]))
+    return alerts
