@@ -12,8 +12,9 @@ import pytest_twisted
 import treq
 from twisted.internet.threads import deferToThread
 
+from tests.support.load import JSON_HEADERS
 from tests.support.shared_broker import BROKER_PORT, drain_queue, fresh_queue
-from tests.support.twistd import JSON_HEADERS, Service
+from tests.support.twistd import Service
 from tests.support.waiting import reactor, wait_for
 
 
