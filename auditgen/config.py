@@ -20,7 +20,8 @@ from urllib.parse import unquote, urlsplit
 from dotenv import dotenv_values
 
 from auditgen import shapes
-from auditgen.routing import EXCHANGE_TYPES, QUEUE_TYPES, RoutingKey, Topology, parse_template
+from auditgen.amqp.topology import EXCHANGE_TYPES, QUEUE_TYPES, Topology
+from auditgen.routing import RoutingKey, parse_template
 
 MAX_RATE = 100_000
 MAX_SESSIONS = 100_000
@@ -310,7 +311,7 @@ def _readable_file(text: str) -> str:
 
 
 def _ca_file(text: str) -> str:
-    from auditgen.tls import load_certificates
+    from auditgen.amqp.tls import load_certificates
 
     path = _readable_file(text)
     load_certificates(path)
@@ -885,7 +886,7 @@ def _check_tls(given: Mapping[str, str], values: Mapping[str, Any], brokers: tup
         missing = "RABBITMQ_TLS_KEY_FILE" if cert else "RABBITMQ_TLS_CERT_FILE"
         raise ConfigError(f"{cert or key} is set without {missing}; give both")
     if cert is not None:
-        from auditgen.tls import load_client_certificate
+        from auditgen.amqp.tls import load_client_certificate
 
         try:
             load_client_certificate(values["tls_cert_file"], values["tls_key_file"])

@@ -19,15 +19,15 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
 from twisted.python.components import Componentized
 
+from auditgen.amqp.topology import Topology
 from auditgen.catalogs import load_catalog
 from auditgen.config import SPECS, ConfigError, Settings, load_settings, read_dotenv
 from auditgen.events import Catalog, TemplateError
-from auditgen.routing import Topology
 
 if TYPE_CHECKING:  # imported for real in makeService, which may install the reactor
+    from auditgen.amqp.publisher import Publisher
     from auditgen.metrics import Metrics
     from auditgen.outbox import Outbox
-    from auditgen.publisher import Publisher
 
 
 class Options(usage.Options):
@@ -189,8 +189,8 @@ def makeService(options: Options) -> IService:
 
 
 def _publisher(s: Settings, reactor: Any, topology: Topology, outbox: Outbox, metrics: Metrics) -> Publisher:
-    from auditgen.publisher import Publisher
-    from auditgen.tls import ClientTLS
+    from auditgen.amqp.publisher import Publisher
+    from auditgen.amqp.tls import ClientTLS
 
     return Publisher(
         reactor,

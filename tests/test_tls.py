@@ -16,12 +16,13 @@ import trustme
 from twisted.internet.threads import deferToThread
 
 import tests.broker as broker_module
+from auditgen.amqp.connection import Backoff
+from auditgen.amqp.publisher import Publisher
+from auditgen.amqp.tls import ClientTLS
 from auditgen.config import Broker
 from auditgen.events import Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.publisher import Backoff, Publisher
-from auditgen.tls import ClientTLS
 from tests.broker import PrivateBroker, free_port
 from tests.conftest import reactor, wait_for
 

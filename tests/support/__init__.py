@@ -1,0 +1,2 @@
+"""What tests and bench/ share: harnesses, fakes, broker and service helpers (test modules never import
+each other)."""
