@@ -225,3 +225,23 @@ def test_reconnects_are_counted_and_the_status_follows_the_channel() -> None:
     assert rig.sample("audit_events_generator_rabbitmq_connection_status") == 1
     assert rig.sample("audit_events_generator_rabbitmq_reconnects_total") == 1
     rig.stop()
+
+
+def test_every_line_of_the_link_keeps_the_publishers_log_namespace() -> None:
+    """The connector and the window log on the publisher's logger, under the namespace shippers filter on
+    (auditgen.publisher.Publisher, as before the AMQP layer became a subpackage)."""
+    with capturedLogs() as logged:
+        rig = Rig()
+        rig.add(1)
+        rig.channel.nack(1)
+        rig.conn.block()
+        rig.conn.lose()
+        rig.stop()
+    events = [e for e in logged if str(e.get("event", "")).startswith("rabbitmq.")]
+    assert {e["event"] for e in events} >= {
+        "rabbitmq.connected",
+        "rabbitmq.nack",
+        "rabbitmq.blocked",
+        "rabbitmq.lost",
+    }
+    assert {e["log_namespace"] for e in events} == {"auditgen.publisher.Publisher"}

@@ -33,9 +33,6 @@ APP_ID = "audit-event-generator"
 class Publisher(Service):
     """Moves entries from the outbox to the broker, over the channels its Connector keeps open."""
 
-    # The namespace operators filter the JSON log on, kept from before the publisher was a subpackage.
-    log = Logger(namespace="auditgen.publisher.Publisher")
-
     def __init__(
         self,
         reactor: Any,
@@ -52,6 +49,9 @@ class Publisher(Service):
         tls: ClientTLS | None = None,
         dial: Dial | None = None,
     ) -> None:
+        # The namespace operators filter the JSON log on, kept from before the publisher was a subpackage
+        # (a Logger class attribute would take the new module's name).
+        self.log = Logger(namespace="auditgen.publisher.Publisher", source=self)
         self._clock: IReactorTime = reactor
         self._queue = queue
         self._topology = topology or Topology(queue)
