@@ -76,7 +76,7 @@ def describe_error(reason: BaseException | Failure | None) -> str:
         return tls
     name = type(reason).__name__
     text = str(reason)
-    if text in ("", "None", "()", repr(reason), f"{name}: ()"):
+    if text in ("", "None", "()", f"{name}: ()"):
         return f"{name} (no details given)"
     return f"{name}: {text}"
 
