@@ -19,6 +19,9 @@ from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
+from auditgen.amqp.publisher import Publisher
+from auditgen.amqp.tls import ClientTLS
+from auditgen.amqp.topology import Topology
 from auditgen.config import Settings
 from auditgen.console.resource import console_resource
 from auditgen.console.state import ConsoleState
@@ -29,14 +32,11 @@ from auditgen.groundtruth import GroundTruth
 from auditgen.metrics import PREFIX, Metrics, metrics_site
 from auditgen.outbox import Outbox, OutboxService
 from auditgen.ports import Listener, PortInUse
-from auditgen.publisher import Publisher
-from auditgen.routing import Topology
 from auditgen.scenario_mix import ScenarioMix
 from auditgen.scenarios import BUILTIN, Scenario, ScenarioRunner
 from auditgen.scenarios.runs import RUN_STORE_FILE, RunStore
 from auditgen.sessions import SessionMix
 from auditgen.spool import Spool
-from auditgen.tls import ClientTLS
 from auditgen.web import AuditAPI
 
 

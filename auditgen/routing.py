@@ -1,4 +1,4 @@
-"""Where events go: the routing key of each event, and the exchange, queue and binding declared for it.
+"""The routing key of each event (the exchange, queue and binding it goes through: auditgen.amqp.topology).
 
 The routing key is a template over an event's top-level string fields (`audit.{event_type}.{severity}`),
 checked when settings load so that a typo stops start-up instead of misrouting every event. A template
@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 FIELDS = ("event_type", "action_result", "severity", "server_hostname", "user_id", "source_service")
-EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
-QUEUE_TYPES = ("classic", "quorum")
 
 
 class RoutingKey:
@@ -70,42 +67,3 @@ def parse_template(text: str) -> str:
     if fixed is not None and len(fixed.encode()) > 255:
         raise ValueError("expected at most 255 bytes (an AMQP routing key)")
     return text
-
-
-@dataclass(frozen=True)
-class Topology:
-    """What the publisher declares on every new channel (unless `declare` is off) and publishes to."""
-
-    queue: str
-    queue_type: str = "classic"
-    exchange: str = ""
-    exchange_type: str = "topic"
-    binding_key: str = "#"
-    declare: bool = True
-
-    @property
-    def queue_arguments(self) -> dict[str, Any] | None:
-        """Classic: no arguments at all, exactly as legacy consumers declare the queue."""
-        return {"x-queue-type": "quorum"} if self.queue_type == "quorum" else None
-
-    def describe(self) -> str:
-        """For logs: where events go."""
-        where = (
-            f"exchange {self.exchange!r} ({self.exchange_type})" if self.exchange else "the default exchange"
-        )
-        return f"{where}, queue {self.queue!r} ({self.queue_type})"
-
-
-async def declare(channel: Any, topology: Topology) -> None:
-    """Declare the exchange (durable), the queue (durable) and the binding, as configured.
-
-    The broker's own `amq.*` exchanges always exist and refuse a declare, so they are only bound to.
-    """
-    if not topology.declare:
-        return
-    exchange = topology.exchange
-    if exchange and not exchange.startswith("amq."):
-        await channel.exchange_declare(exchange=exchange, exchange_type=topology.exchange_type, durable=True)
-    await channel.queue_declare(queue=topology.queue, durable=True, arguments=topology.queue_arguments)
-    if exchange:
-        await channel.queue_bind(queue=topology.queue, exchange=exchange, routing_key=topology.binding_key)

@@ -60,13 +60,12 @@ class Health(Protocol):
     def connected(self) -> bool: ...
     @property
     def unconfirmed(self) -> int: ...
-
-    blocked: bool
-
+    @property
+    def blocked(self) -> bool: ...
     @property
     def address(self) -> str: ...
-
-    last_error: str | None
+    @property
+    def last_error(self) -> str | None: ...
 
 
 def _is_json(content_type: str) -> bool:

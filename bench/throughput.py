@@ -22,12 +22,12 @@ from pika.adapters.twisted_connection import TwistedProtocolConnection
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
+from auditgen.amqp.publisher import Publisher
 from auditgen.config import MAX_RATE, Broker
 from auditgen.events import Catalog, EventFactory, encode
 from auditgen.generator import Generator
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox, OutboxService
-from auditgen.publisher import Publisher
 from auditgen.spool import Spool
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from auditgen.amqp.tls import ClientTLS
 from auditgen.config import ConfigError, load_settings
-from auditgen.tls import ClientTLS
 
 AMQPS = {"RABBITMQ_URL": "amqps://app@rabbit.example/"}
 

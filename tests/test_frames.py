@@ -6,8 +6,8 @@ import pika
 import pytest
 from pika import frame, spec
 
-from auditgen import frames as frames_module
-from auditgen.frames import PublishFrames
+from auditgen.amqp import frames as frames_module
+from auditgen.amqp.frames import PublishFrames
 
 
 def pika_frames(

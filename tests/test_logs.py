@@ -19,14 +19,14 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, capturedLogs, textFileLogObserver
 from twisted.python.failure import Failure
 
+from auditgen.amqp.confirms import ConfirmWindow
 from auditgen.app import AuditgenService
-from auditgen.config import Broker, ConfigError, load_settings
+from auditgen.config import ConfigError, load_settings
 from auditgen.events import Catalog, EventFactory
 from auditgen.generator import Generator
 from auditgen.logs import event_name, json_line, observer, twistd_observer
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.publisher import Publisher
 from auditgen.spool import SpoolError
 
 FIXED_FIELDS = {"time", "level", "namespace", "event", "message"}
@@ -257,20 +257,14 @@ def test_nacks_log_one_warning_then_debug_until_the_broker_confirms_again() -> N
     clock = Clock()
     metrics = Metrics()
     outbox = Outbox(100, metrics, clock)
-    publisher = Publisher(clock, Broker("127.0.0.1", 5672, "guest", "guest", "/"), "q", outbox, metrics)
-    channel = object()
-    publisher._channel = channel
+    window = ConfirmWindow(outbox, metrics, clock, Logger(), wake=lambda: None)
     factory = EventFactory(Catalog.builtin())
+    tags = iter(range(1, 100))
 
     def confirm(method: Any) -> None:
         outbox.add(factory.generate())
-        entry = outbox.take()
-        assert entry is not None
-        tag = publisher._next_tag
-        publisher._next_tag += 1
-        publisher._unconfirmed[tag] = (entry, 0.0)
-        method.delivery_tag = tag
-        publisher._on_confirm_frame(channel, pika.frame.Method(1, method))
+        assert len(window.fill()) == 1
+        window.confirmed(next(tags), multiple=False, nack=isinstance(method, pika.spec.Basic.Nack))
 
     with capturedLogs() as events:
         for _ in range(3):

@@ -7,9 +7,6 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pika
-import pika.frame
-import pika.spec
 import pytest
 import pytest_twisted
 from pika.exceptions import ConnectionClosedByClient
@@ -17,11 +14,13 @@ from twisted.internet import defer, protocol
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
+from auditgen.amqp.connection import Backoff
+from auditgen.amqp.publisher import Publisher
 from auditgen.config import Broker
 from auditgen.events import Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.publisher import Backoff, Publisher
+from tests.support.fakes import FakeNodes
 from tests.support.proxy import Proxy
 from tests.support.shared_broker import BROKER_HOST, BROKER_PORT, blocking_connection, drain_queue
 from tests.support.waiting import reactor, wait_for
@@ -126,7 +125,7 @@ async def test_events_arrive_with_every_property(rig: Rig, queue_name: str) -> N
 async def test_stop_waits_for_confirms_and_closes_with_connection_close(rig: Rig, queue_name: str) -> None:
     """stopService publishes what is waiting, waits for the acks, and says Connection.Close (code 200)."""
     await wait_for(lambda: rig.publisher.connected, what="connection")
-    conn = rig.publisher._conn
+    conn = rig.publisher.connector.connection
     assert conn is not None and conn.closed is not None
     closed: list[Any] = []
     conn.closed.addBoth(closed.append)
@@ -232,17 +231,8 @@ def test_stop_while_backing_off_cancels_the_wait() -> None:
     metrics = Metrics()
     outbox = Outbox(10, metrics, clock)
 
-    class Refusing:
-        def connect(self, factory: Any) -> defer.Deferred[Any]:
-            return defer.fail(ConnectionRefusedError())
-
     publisher = Publisher(
-        clock,
-        Broker("h", 1, "u", "p", "/"),
-        "q",
-        outbox,
-        metrics,
-        endpoint_factory=lambda: Refusing(),  # type: ignore[arg-type,return-value]
+        clock, Broker("h", 1, "u", "p", "/"), "q", outbox, metrics, dial=FakeNodes(default="refuse")
     )
     publisher.startService()
     assert publisher.last_error is not None
@@ -259,12 +249,12 @@ async def test_a_channel_closed_by_the_broker_is_replaced_on_the_same_connection
 ) -> None:
     """A channel error (here: publishing to a missing exchange) costs a channel, not the connection."""
     await wait_for(lambda: rig.publisher.connected, what="connection")
-    conn, channel = rig.publisher._conn, rig.publisher._channel
+    conn, channel = rig.publisher.connector.connection, rig.publisher.connector.channel
     channel.basic_publish("auditgen-no-such-exchange", "x", b"{}")
     await wait_for(
-        lambda: rig.publisher._channel is not channel and rig.publisher.connected, what="new channel"
+        lambda: rig.publisher.connector.channel is not channel and rig.publisher.connected, what="new channel"
     )
-    assert rig.publisher._conn is conn
+    assert rig.publisher.connector.connection is conn
     assert conn.is_open
     assert "NOT_FOUND" in (rig.publisher.last_error or "")
     entries = rig.add(10, wait=True)
@@ -278,16 +268,16 @@ async def test_a_channel_closed_by_the_broker_is_replaced_on_the_same_connection
 async def test_blocked_connection_holds_publishing_until_unblocked(rig: Rig, queue_name: str) -> None:
     """Connection.Blocked (the broker's alarm) stops publishing and is reported; Unblocked resumes it.
 
-    The frames are delivered to the publisher's callbacks directly here; test_faults raises a real alarm.
+    The connector is told directly here (what the adapter does on the frames); test_faults raises a real
+    alarm.
     """
     await wait_for(lambda: rig.publisher.connected, what="connection")
-    frame = pika.frame.Method(0, pika.spec.Connection.Blocked(reason="low on memory"))
-    rig.publisher._on_blocked(None, frame)
+    rig.publisher.connector.broker_blocked("low on memory")
     assert rig.publisher.blocked
     assert rig.sample("audit_events_generator_rabbitmq_blocked") == 1
     assert "low on memory" in (rig.publisher.last_error or "")
     rig.add(5)
     assert rig.publisher.unconfirmed == 0 and rig.outbox.waiting == 5
-    rig.publisher._on_unblocked(None, pika.frame.Method(0, pika.spec.Connection.Unblocked()))
+    rig.publisher.connector.broker_unblocked()
     await wait_for(lambda: len(rig.outbox) == 0, what="delivery after unblock")
     assert rig.sample("audit_events_generator_rabbitmq_blocked") == 0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from auditgen.amqp.topology import Topology
 from auditgen.config import ConfigError, load_settings
-from auditgen.routing import RoutingKey, Topology
+from auditgen.routing import RoutingKey
 
 EVENT = {
     "event_type": "user_login",

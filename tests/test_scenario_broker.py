@@ -13,12 +13,13 @@ import pytest_twisted
 from treq.testing import StubTreq
 from twisted.internet.threads import deferToThread
 
+from auditgen.amqp.connection import Backoff
+from auditgen.amqp.publisher import Publisher
 from auditgen.config import Broker
 from auditgen.events import Catalog, EventFactory
 from auditgen.groundtruth import RECORD_TYPE, GroundTruth
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.publisher import Backoff, Publisher
 from auditgen.scenarios import ScenarioRunner
 from auditgen.web import AuditAPI
 from tests.support import detect

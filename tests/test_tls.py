@@ -15,12 +15,13 @@ import pytest_twisted
 import trustme
 from twisted.internet.threads import deferToThread
 
+from auditgen.amqp.connection import Backoff
+from auditgen.amqp.publisher import Publisher
+from auditgen.amqp.tls import ClientTLS
 from auditgen.config import Broker
 from auditgen.events import Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.publisher import Backoff, Publisher
-from auditgen.tls import ClientTLS
 from tests.support import broker as broker_module
 from tests.support.broker import PrivateBroker
 from tests.support.net import free_port

@@ -14,12 +14,15 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs
 
+from auditgen.amqp.connection import Backoff
+from auditgen.amqp.publisher import Publisher
+from auditgen.amqp.topology import Topology
 from auditgen.config import Broker
 from auditgen.events import Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Entry, Outbox
-from auditgen.publisher import Backoff, Publisher
-from auditgen.routing import RoutingKey, Topology
+from auditgen.routing import RoutingKey
+from tests.support.fakes import FakeNodes
 from tests.support.proxy import Proxy
 from tests.support.shared_broker import (
     BROKER_HOST,
@@ -44,6 +47,7 @@ class Rig:
     ) -> None:
         self.metrics = Metrics()
         self.outbox = Outbox(10_000, self.metrics, reactor, routing=routing)
+        self.backoff = Backoff(base=0.05, cap=0.2)
         self.publisher = Publisher(
             reactor,
             [Broker(BROKER_HOST, port, "guest", "guest", "/") for port in ports],
@@ -51,7 +55,7 @@ class Rig:
             self.outbox,
             self.metrics,
             connect_timeout=2.0,
-            backoff=Backoff(base=0.05, cap=0.2),
+            backoff=self.backoff,
             topology=topology,
         )
 
@@ -179,9 +183,9 @@ async def test_unroutable_events_wait_with_backoff_and_are_never_dropped(names: 
             lambda: rig.sample("audit_events_generator_returned_total") >= 6, what="two returns each"
         )
         # All three at once: between rounds, some may still be in flight while others are parked.
-        await wait_for(lambda: len(rig.publisher._parked) == 3, what="the events to be parked")
-        call = rig.publisher._unpark_call
-        assert call is not None and call.getTime() > reactor.seconds()
+        await wait_for(lambda: rig.publisher.window.parked == 3, what="the events to be parked")
+        resend_at = rig.publisher.window.resend_at
+        assert resend_at is not None and resend_at > reactor.seconds()
         assert rig.outbox.waiting == 0 and rig.publisher.unconfirmed == 0
         assert len(rig.outbox) == 3
         assert "NO_ROUTE" in (rig.publisher.last_error or "")
@@ -220,7 +224,7 @@ async def test_a_queue_of_the_other_type_is_one_clear_error_and_backoff(names: d
     try:
         with capturedLogs() as logged:
             entries = rig.add(_events(5))
-            await wait_for(lambda: rig.publisher._backoff.attempts >= 3, what="three attempts")
+            await wait_for(lambda: rig.backoff.attempts >= 3, what="three attempts")
         error = rig.publisher.last_error or ""
         assert "PRECONDITION_FAILED" in error and "RABBITMQ_QUEUE_TYPE" in error, error
         assert not rig.publisher.connected
@@ -233,16 +237,6 @@ async def test_a_queue_of_the_other_type_is_one_clear_error_and_backoff(names: d
         await rig.publisher.stopService()
 
 
-class _Refusing:
-    """An endpoint that records which node was tried and refuses."""
-
-    def __init__(self, tried: list[str], node: str) -> None:
-        tried.append(node)
-
-    def connect(self, factory: Any) -> defer.Deferred[Any]:
-        return defer.fail(ConnectionRefusedError())
-
-
 def test_failed_nodes_are_tried_in_turn_then_the_backoff() -> None:
     """Three nodes: a failed connect goes on to the next node at once; after a full round the publisher
     waits the backoff, then starts the next round from the first node. /healthz names the node tried."""
@@ -250,6 +244,7 @@ def test_failed_nodes_are_tried_in_turn_then_the_backoff() -> None:
     metrics = Metrics()
     tried: list[str] = []
     nodes = [Broker(f"n{i}", 5672, "u", "p", "/") for i in (1, 2, 3)]
+    refusing = FakeNodes(default="refuse")
     publisher = Publisher(
         clock,
         nodes,
@@ -257,8 +252,9 @@ def test_failed_nodes_are_tried_in_turn_then_the_backoff() -> None:
         Outbox(10, metrics, clock),
         metrics,
         backoff=Backoff(base=1.0, cap=1.0),
-        endpoint_factory=lambda: _Refusing(tried, publisher.address),  # type: ignore[arg-type,return-value]
+        dial=refusing,
     )
+    refusing.on_dial = lambda broker: tried.append(publisher.address)
     publisher.startService()
     try:
         assert tried == [nodes[0].describe()]

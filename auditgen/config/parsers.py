@@ -190,7 +190,7 @@ def readable_file(value: str) -> str:
 
 
 def ca_file(value: str) -> str:
-    from auditgen.tls import load_certificates
+    from auditgen.amqp.tls import load_certificates
 
     path = readable_file(value)
     load_certificates(path)

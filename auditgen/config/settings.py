@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from auditgen.routing import RoutingKey, Topology
+from auditgen.amqp.topology import Topology
+from auditgen.routing import RoutingKey
 from auditgen.shapes import ShapeSettings
 
 

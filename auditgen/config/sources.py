@@ -165,7 +165,7 @@ def _check_tls(given: Mapping[str, str], tls: Mapping[str, Any], nodes: tuple[gr
         missing = "RABBITMQ_TLS_KEY_FILE" if cert else "RABBITMQ_TLS_CERT_FILE"
         raise ConfigError(f"{cert or key} is set without {missing}; give both")
     if cert is not None:
-        from auditgen.tls import load_client_certificate
+        from auditgen.amqp.tls import load_client_certificate
 
         try:
             load_client_certificate(tls["cert_file"], tls["key_file"])

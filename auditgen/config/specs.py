@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from auditgen.amqp.topology import EXCHANGE_TYPES, QUEUE_TYPES
 from auditgen.config import parsers as p
-from auditgen.routing import EXCHANGE_TYPES, QUEUE_TYPES, parse_template
+from auditgen.routing import parse_template
 from auditgen.shapes import SHAPES, ShapeSettings
 
 MAX_RATE = 100_000

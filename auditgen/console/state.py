@@ -22,13 +22,12 @@ class BrokerState(Protocol):
     def connected(self) -> bool: ...
     @property
     def unconfirmed(self) -> int: ...
-
-    blocked: bool
-
+    @property
+    def blocked(self) -> bool: ...
     @property
     def address(self) -> str: ...
-
-    last_error: str | None
+    @property
+    def last_error(self) -> str | None: ...
 
 
 def _total(registry: CollectorRegistry, name: str) -> float:

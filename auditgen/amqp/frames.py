@@ -26,7 +26,7 @@ _TYPE = 1 << 5
 _APP_ID = 1 << 3
 _FLAGS = _CONTENT_TYPE | _DELIVERY_MODE | _MESSAGE_ID | _TIMESTAMP | _TYPE | _APP_ID
 _PERSISTENT = 2
-_MANDATORY = b"\x01"  # a message no queue takes comes back as Basic.Return (see Publisher._on_return)
+_MANDATORY = b"\x01"  # a message no queue takes comes back as Basic.Return (see auditgen.amqp.publisher)
 _MAX_CACHED_KEYS = 10_000  # keys from caller-chosen fields are unbounded: past this, frames are not kept
 
 

@@ -1,7 +1,7 @@
 """TLS to the broker: the trust root, the client certificate, and whether the broker's name is checked.
 
 pika's Twisted adapter ignores `ssl_options`, so TLS lives on the Twisted endpoint (see
-Publisher._endpoint). The files are read once, at start-up, where a bad one is a configuration error
+auditgen.amqp.connection). The files are read once, at start-up, where a bad one is a configuration error
 naming the setting rather than a failure on every reconnect.
 """
 
