@@ -24,6 +24,7 @@ from twisted.web.resource import IResource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from auditgen.auth import RequireToken
+from auditgen.content_type import RequireJson
 from auditgen.events import EventFactory
 from auditgen.metrics import render_metrics
 from auditgen.outbox import Entry, Outbox, OutboxFull
@@ -66,11 +67,6 @@ class Health(Protocol):
     def address(self) -> str: ...
 
     last_error: str | None
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def json_response(request: IRequest, code: int, payload: dict[str, Any]) -> bytes:
@@ -161,9 +157,19 @@ class AuditAPI:
         self._token = token
 
     def resource(self) -> IResource:
-        """The routes, behind the API token when there is one."""
-        routes = self.app.resource()
+        """The routes, behind the JSON Content-Type rule, and behind the API token when there is one."""
+        routes = RequireJson(self.app.resource(), self._routed)
         return routes if self._token is None else RequireToken(routes, self._token)
+
+    def _routed(self, request: IRequest) -> bool:
+        """Whether a route takes the request's path and method, matched as Klein matches them."""
+        path = b"/".join(request.postpath)  # as klein's extractURLparts: "//x" is "/x", as Klein routes it
+        if request.postpath and not path.startswith(b"/"):
+            path = b"/" + path
+        try:
+            return bool(self.app.url_map.bind("").test(path.decode("utf-8"), request.method.decode("ascii")))
+        except UnicodeDecodeError:
+            return False  # Klein refuses a path that is not UTF-8 before any route
 
     def site(self, reactor: IReactorTime | None = None) -> ApiSite:
         """The site to serve this API with: token, body limit, JSON refusals, no access log."""
@@ -193,14 +199,12 @@ class AuditAPI:
         return stored.addCallbacks(answer, self._not_stored, callbackArgs=(request,), errbackArgs=(request,))
 
     def _read_body(self, request: IRequest) -> bytes:
-        """The body of a request that may add events; Refused while closing, for a non-JSON type or size."""
+        """The body of a request that may add events; Refused while closing, or for its size (its
+        Content-Type was checked around every route: auditgen/content_type.py)."""
         if self.closing:
             raise Refused(
                 503, "shutting down; nothing was accepted, try again later", CLOSING_RETRY_AFTER_SECONDS
             )
-        content_type = request.getHeader("content-type")
-        if content_type is not None and not _is_json(content_type):
-            raise Refused(415, f"Content-Type must be application/json, not {content_type!r}")
         assert request.content is not None
         # ApiSite already refuses larger bodies without storing them; this bound keeps the route safe
         # under any other site too (tests, or an embedding that serves app.resource() itself).

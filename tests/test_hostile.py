@@ -26,6 +26,7 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 
 from auditgen import site, validation
+from auditgen.content_type import is_json
 from auditgen.events import SERVICE_FIELDS
 from auditgen.site import ApiSite
 from tests.test_web import Harness
@@ -303,7 +304,7 @@ def test_protocol_level_bad_requests_get_400_json_and_the_service_goes_on(
 
 @pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=xyz"])
 def test_form_bodies_are_not_parsed_by_the_site(content_type: str) -> None:
-    """Form bodies are not parsed (twisted.web would, and refuse some with a bare 400): the route's 415."""
+    """Form bodies are not parsed (twisted.web would, and refuse some with a bare 400): the API's 415."""
     s = Service(max_body_bytes=10_000)
     c = s.connect()
     body = b"--xyz\r\nContent-Disposition: form-data; name=a\r\n\r\nb\r\n" * 100 + b"--xyz--\r\n"
@@ -479,7 +480,7 @@ def encoded(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> bytes:
     return to_body(draw(values), ascii=draw(mostly(st.just(True), st.just(False), 3)))
 
 
-# Mostly types read as JSON (no Content-Type is JSON too), sometimes one that gets 415.
+# Mostly types read as JSON, sometimes one that gets 415 (no Content-Type at all too).
 CONTENT_TYPES = st.sampled_from(
     [None, "application/json", "application/json; charset=utf-8", "application/vnd.audit+json"] * 3
     + ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz"]
@@ -540,6 +541,8 @@ def post_through_site(body: bytes, content_type: str | None) -> tuple[int, dict[
     code, answer, headers = h.answer(d)
     assert code < 500, answer
     assert headers.getRawHeaders("content-type") == ["application/json"]
+    if content_type is None or not is_json(content_type):
+        assert code == 415, answer
     if code == 202:
         assert answer["status"] == "success"
         assert list(published) == [answer["event_id"]]

@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.web.server import Site
 
+from auditgen.content_type import MISSING
 from auditgen.events import SOURCE_API, Catalog, EventFactory
 from auditgen.generator import Generator
 from auditgen.metrics import Metrics
@@ -357,20 +358,79 @@ def test_healthz_says_stopping_while_closing() -> None:
     assert body["rabbitmq_connected"] is True
 
 
-def test_non_json_content_type_gets_415_and_missing_content_type_is_json() -> None:
-    """curl's default form encoding is refused clearly; a body with no Content-Type is read as JSON."""
-    h = Harness()
-    code, body, _ = h.answer(
-        post(h, {"event_type": "x"}, {"Content-Type": "application/x-www-form-urlencoded"})
-    )
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", "json"],
+)
+@pytest.mark.parametrize("path", ["/generate_event", "/generate_event?count=3"])
+def test_a_body_not_said_to_be_json_gets_415_and_nothing_is_accepted(
+    path: str, content_type: str | None
+) -> None:
+    """curl's default form encoding, text/plain and no Content-Type at all (what a web page can make a
+    browser send cross-site without asking) are refused, saying what to send; nothing is queued."""
+    h = Harness(api_site=True)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    code, body, headers = h.answer(h.request("POST", path, b'{"event_type": "user_login"}', headers))
     assert code == 415
-    assert "application/json" in body["error"]
-    d = post(h, {"event_type": "x"}, headers={})
+    assert "Content-Type" in body["error"] and "application/json" in body["error"]
+    assert headers.getRawHeaders("content-type") == ["application/json"]
+    assert len(h.outbox) == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/vnd.audit+json"],
+)
+def test_json_content_types_with_parameters_and_suffixes_are_accepted(content_type: str) -> None:
+    """application/json in any letter case, with parameters, or a +json type, is read as JSON."""
+    h = Harness()
+    d = post(h, {"event_type": "user_login"}, headers={"Content-Type": content_type})
     h.confirm_all()
     assert h.answer(d)[0] == 202
-    d = post(h, {"event_type": "x"}, headers={"Content-Type": "application/json; charset=utf-8"})
-    h.confirm_all()
-    assert h.answer(d)[0] == 202
+
+
+def routes_that_change_something() -> list[tuple[str, str]]:
+    """(method, path) of every route but GET/HEAD/OPTIONS, a <name> in the path filled in."""
+    found = []
+    for rule in AuditAPI.app.url_map.iter_rules():
+        for method in sorted((rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}):
+            found.append((method, rule.rule.replace("<name>", "brute_force")))
+    return found
+
+
+def test_every_route_that_changes_something_needs_a_json_content_type() -> None:
+    """The rule wraps the whole resource: every route other than GET/HEAD, today's and any added later,
+    answers 415 without a JSON Content-Type, even with no body (a body-less POST is as easy to send
+    cross-site, and runs a scenario with its defaults)."""
+    routes = routes_that_change_something()
+    assert ("POST", "/generate_event") in routes and ("PUT", "/generator") in routes
+    h = Harness(generator_rate=1.0)
+    for method, path in routes:
+        for body in (None, b"{}"):
+            code, answer, _ = h.answer(h.request(method, path, body, {}))
+            assert (code, answer["error"]) == (415, MISSING), (method, path, body)
+    assert len(h.outbox) == 0
+
+
+def test_unknown_paths_and_methods_get_404_and_405_whatever_their_content_type() -> None:
+    """A request no route takes is told so (404, or 405 with Allow) before its Content-Type matters, as
+    clients and schemathesis expect; a path Klein would route ("//generate_event") is not one of them."""
+    h = Harness()
+    assert h.answer(h.request("POST", "/nope", b"{}", {}))[0] == 404
+    code, _, headers = h.answer(h.request("DELETE", "/generate_event", None, {}))
+    assert (code, headers.getRawHeaders("allow")) == (405, ["POST"])
+    assert h.answer(h.request("PATCH", "/healthz", b"{}", {"Content-Type": "text/plain"}))[0] == 405
+    assert h.answer(h.request("POST", "//generate_event", b'{"event_type": "x"}', {}))[0] == 415
+    assert len(h.outbox) == 0
+
+
+def test_the_token_is_checked_before_the_content_type() -> None:
+    """Without the token a caller learns only that it needs one; with it, the Content-Type rule applies."""
+    h = Harness(token="t" * 32)
+    code, _, _ = h.answer(post(h, {"event_type": "x"}, headers={}))
+    assert code == 401
+    code, _, _ = h.answer(post(h, {"event_type": "x"}, headers={"Authorization": "Bearer " + "t" * 32}))
+    assert code == 415
 
 
 def test_body_over_the_limit_gets_413() -> None:
