@@ -79,6 +79,7 @@ class Settings:
     daily_min_ratio: float = shapes.ShapeSettings.daily_min_ratio
     templates: tuple[str, ...] | None = None
     templates_replace: bool = False
+    strict: bool = False
     ground_truth_queue: str | None = None
     scenario_rate: float = 0.0
     brokers: tuple[Broker, ...] = ()  # every node to try, in order; `broker` is the first
@@ -535,6 +536,15 @@ SPECS: tuple[Spec, ...] = (
         "1048576",
         _positive_int,
         "Largest request body the API accepts, in bytes.",
+    ),
+    Spec(
+        "strict",
+        "AUDITGEN_STRICT",
+        "strict",
+        "false",
+        _bool,
+        "true: POST /generate_event refuses (400) what it would otherwise accept with warnings (a field "
+        "name like a known one, a value no template has); a call's ?strict= wins.",
     ),
     Spec(
         "seed",

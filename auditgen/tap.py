@@ -170,6 +170,8 @@ def makeService(options: Options) -> IService:
         generator=generator,
         scenarios=scenarios,
         token=s.api_token,
+        catalog=catalog,
+        strict=s.strict,
     )
     # options.parent is twistd's own options (--logfile, --nodaemon, ...), absent outside twistd.
     log_observer = twistd_observer(getattr(options, "parent", None), s.log_format, s.log_level)

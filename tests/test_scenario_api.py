@@ -37,15 +37,6 @@ class ScenarioHarness(Harness):
     def run(self, name: str, body: bytes = b"", headers: Any = JSON) -> Any:
         return self.request("POST", f"/scenarios/{name}", body, headers)
 
-    def published(self) -> list[dict[str, Any]]:
-        """The events in the outbox, in order, as the broker would receive them."""
-        events = []
-        while (entry := self.outbox.take()) is not None:
-            events.append(json.loads(entry.body))
-            self.outbox.settle(entry)
-        self.stub.flush()
-        return events
-
     def records(self) -> list[dict[str, Any]]:
         found = []
         while (entry := self.truth.take()) is not None:
