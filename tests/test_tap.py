@@ -57,7 +57,8 @@ def test_the_service_makes_events_from_the_templates_the_options_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """makeService builds the API's and the generator's factories on the catalog the options loaded
-    (here: one user template replacing the built-in set), not on the built-in one."""
+    (here: one user template replacing the built-in set), not on the built-in one; the API's warnings
+    and --strict look at that catalog too."""
     monkeypatch.delenv("AUDITGEN_TEMPLATES", raising=False)
     own = {
         "pools": {"hosts": ["h"], "users": ["u"]},
@@ -79,6 +80,7 @@ def test_the_service_makes_events_from_the_templates_the_options_loaded(
         [
             f"--templates={path}",
             "--templates-replace=true",
+            "--strict=true",
             "--session-share=0",
             "--app-port=0",
             "--prometheus-port=0",
@@ -91,6 +93,7 @@ def test_the_service_makes_events_from_the_templates_the_options_loaded(
     generator = next(child for child in root if isinstance(child, Generator))
     assert generator._make()["event_type"] == "mine"
     assert root._api._factory.complete({"event_type": "other"})["server_hostname"] == "h"
+    assert (root._api._catalog.event_types, root._api._strict) == ({"mine"}, True)
 
 
 def test_ports_listen_on_the_configured_address() -> None:
