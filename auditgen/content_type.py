@@ -56,10 +56,10 @@ class RequireJson(Resource):
         self._routed = routed
 
     def render(self, request: IRequest) -> Any:
-        if request.method not in READ_METHODS and self._routed(request):
-            raw = request.getHeader("content-type")
-            error = content_type_error(raw)
-            if error is not None:
+        if request.method not in READ_METHODS:
+            error = content_type_error(request.getHeader("content-type"))
+            # Routes are matched only for a refusal: a JSON request, the usual one, costs no second match.
+            if error is not None and self._routed(request):
                 request.setResponseCode(415)
                 request.setHeader(b"content-type", b"application/json")
                 return json.dumps({"error": error}).encode()
