@@ -205,7 +205,9 @@ class AuditAPI:
         try:
             if count is None:
                 stored: Deferred[Any] = self._outbox.add(self._factory.complete(given.fields), wait=True)
-                answer: Callable[..., Deferred[bytes]] = self._answer_when_confirmed
+                answer: Callable[[Any, IRequest, Mapping[str, Any]], Deferred[bytes]] = (
+                    self._answer_when_confirmed
+                )
             else:
                 events = [self._factory.complete(given.fields) for _ in range(count)]
                 stored = self._outbox.add_many(events, wait=True)
