@@ -133,6 +133,8 @@ def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scena
         generator=generator,
         scenarios=runner,
         token=s.api.token,
+        catalog=catalog,
+        strict=s.api.strict,
         console=console_resource(console_state, EventTail(outbox, reactor)),
     )
     return Parts(

@@ -580,6 +580,17 @@ class Catalog:
         """The event types some template makes; complete() fills others with plain defaults."""
         return frozenset(self._by_type)
 
+    def template_values(self, event_type: str) -> dict[str, frozenset[str]]:
+        """The severities and action_results event_type's templates give ({"severity": ..., "action_result":
+        ...}); empty when no template makes event_type. The API warns about a caller's value none has."""
+        group = self._by_type.get(event_type)
+        if group is None:
+            return {}
+        return {
+            "severity": frozenset(t.severity for t in group.templates),
+            "action_result": frozenset(t.action_result for t in group.templates),
+        }
+
 
 def builtin_data() -> Any:
     """The parsed built-in templates file, a fresh copy per call."""

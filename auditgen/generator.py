@@ -23,7 +23,8 @@ from auditgen.spool import SpoolError
 
 TICK = 0.01  # at high rates, events go out every 10 ms: smooth within a second, cheap per event
 CATCH_UP = 0.1  # the most a single (late) tick makes, in seconds of the schedule
-RATE_WINDOW = 5.0  # seconds over which the achieved rate is reported
+RATE_WINDOW = 5.0  # seconds over which the achieved rate is reported, at least
+RATE_WINDOW_GAPS = 4  # ... and at least this many mean gaps between events, so a slow rate is seen too
 SHAPE_FIELDS = frozenset(f.name for f in fields(ShapeSettings))
 
 
@@ -136,11 +137,16 @@ class Generator(Service):
         return 0.0 if self.held else self.rate * self._curve.level(self._clock.seconds())
 
     def achieved_rate(self) -> float:
-        """Events generated per second over the last few seconds (0 while the loop is stopped)."""
+        """Events generated per second over the last rate_window() seconds (0 while the loop is stopped)."""
         if len(self._history) < 2 or not self._call.running:
             return 0.0
         (t0, n0), (t1, n1) = self._history[0], self._history[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def rate_window(self) -> float:
+        """Seconds the achieved rate is averaged over: RATE_WINDOW, or RATE_WINDOW_GAPS mean gaps between
+        events when that is longer, so that a slow rate (one event every 5 s) is not read as 0."""
+        return max(RATE_WINDOW, RATE_WINDOW_GAPS / self.rate) if self.rate > 0 else RATE_WINDOW
 
     def _reschedule(self) -> None:
         """(Re)start the loop from now at the interval the settings need; no loop while off or held."""
@@ -206,8 +212,11 @@ class Generator(Service):
         return int(expected + 1e-9) + 1
 
     def _record(self, now: float) -> None:
+        """Keep the ticks of the window, and the last one before it, so that the window is always covered
+        whole: a tick a little later than the one a window ago must not push that one out."""
         self._history.append((now, self._total))
-        while self._history and self._history[0][0] < now - RATE_WINDOW:
+        start = now - self.rate_window()
+        while len(self._history) > 1 and self._history[1][0] <= start:
             self._history.popleft()
 
     def _pause(self, paused: bool) -> None:

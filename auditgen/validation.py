@@ -1,18 +1,22 @@
 """What a caller may send to POST /generate_event and PUT /generator, checked before anything is done.
 
-Each refusal is a 400 naming the field and the limit, so a caller can fix the request.
+Each refusal is a 400 naming the field and the limit, so a caller can fix the request. What can be sent
+but looks like a mistake (a typo in a field name, a value no template has) is a warning in the answer,
+or a 400 with ?strict=true.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from auditgen.config import MAX_RATE
-from auditgen.events import SERVICE_FIELDS
+from auditgen.events import SERVICE_FIELDS, Catalog
 from auditgen.shapes import PARAMETERS, SHAPES
 
 # -- Limits on what a caller may send. Each refusal is a 400 (413 for the body) naming the field and limit.
@@ -37,6 +41,8 @@ TEXT_FIELD_LIMITS = {
     "severity": MAX_SEVERITY_CHARS,
 }
 OPTIONAL_TEXT_FIELDS = ("server_hostname", "user_id", "action_result", "severity")
+EVENT_FIELDS = frozenset({"event_type", "details", *OPTIONAL_TEXT_FIELDS, *SERVICE_FIELDS})
+NAME_CUTOFF = 0.8  # how alike (difflib's ratio, letter case ignored) a name must be to be taken for a typo
 MAX_BULK_COUNT = 10_000  # events one POST /generate_event?count=N may create
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -48,15 +54,23 @@ class BadRequest(ValueError):
     """The request body cannot become an event; the message tells the caller why."""
 
 
-def parse_count(args: Mapping[bytes, list[bytes]]) -> int | None:
-    """The bulk trigger's ?count=N, from 1 to MAX_BULK_COUNT; None when absent."""
-    values = args.get(b"count")
+def _query(args: Mapping[bytes, list[bytes]], name: str) -> bytes | None:
+    """The one value of a query parameter; None when absent."""
+    values = args.get(name.encode())
     if values is None:
         return None
     if len(values) != 1:
-        raise BadRequest("count must be given once")
+        raise BadRequest(f"{name} must be given once")
+    return values[0]
+
+
+def parse_count(args: Mapping[bytes, list[bytes]]) -> int | None:
+    """The bulk trigger's ?count=N, from 1 to MAX_BULK_COUNT; None when absent."""
+    value = _query(args, "count")
+    if value is None:
+        return None
     try:
-        count = int(values[0].decode("ascii"))
+        count = int(value.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise BadRequest(f"count must be a whole number from 1 to {MAX_BULK_COUNT}") from None
     if not 1 <= count <= MAX_BULK_COUNT:
@@ -174,17 +188,41 @@ def parse_json_object(body: bytes, expected: str = "a JSON object") -> dict[str,
     return value
 
 
-def parse_event_request(body: bytes) -> dict[str, Any]:
+def parse_strict(args: Mapping[bytes, list[bytes]], default: bool) -> bool:
+    """?strict=true or false: whether warnings are refused (400) instead of answered; default if absent."""
+    value = _query(args, "strict")
+    if value is None:
+        return default
+    if value not in (b"true", b"false"):
+        raise BadRequest("strict must be true or false")
+    return value == b"true"
+
+
+@dataclass(frozen=True)
+class EventRequest:
+    """A POST /generate_event body, checked."""
+
+    fields: dict[str, Any]
+    """The caller's fields, those the service assigns left out: what EventFactory.complete takes."""
+    replaced: tuple[str, ...]
+    """The fields the service assigns (event_id, timestamp, source_service) that the caller sent anyway,
+    which get the service's own values, as with the legacy service (a client may replay whole events)."""
+
+
+def parse_event_request(body: bytes) -> EventRequest:
     """The caller's fields, checked: a JSON object with a non-empty string event_type and typed extras.
 
     Whatever passes can be completed, encoded and published: a caller's mistake is a 400 here, never a
-    500 later.
+    500 later. Fields the service assigns are set aside unread, whatever their values: they are replaced.
     """
     fields = parse_json_object(body, "a JSON object with an event_type")
     if len(fields) > MAX_FIELDS:
         raise BadRequest(
             f"too many fields: {len(fields)}; an event has at most {MAX_FIELDS} top-level fields"
         )
+    replaced = tuple(sorted(SERVICE_FIELDS.intersection(fields)))
+    for name in replaced:
+        del fields[name]
     event_type = fields.get("event_type")
     if event_type is None:
         raise BadRequest("event_type is required")
@@ -198,11 +236,50 @@ def parse_event_request(body: bytes) -> dict[str, Any]:
             raise BadRequest(f"{name} is longer than {limit} characters ({len(fields[name])})")
     if "details" in fields and not isinstance(fields["details"], dict):
         raise BadRequest("details must be a JSON object")
-    assigned = sorted(SERVICE_FIELDS.intersection(fields))
-    if assigned:
-        raise BadRequest(f"{', '.join(assigned)} cannot be set by the caller; the service assigns it")
     _check_limits(fields)
-    return fields
+    return EventRequest(fields, replaced)
+
+
+def event_warnings(fields: Mapping[str, Any], catalog: Catalog) -> list[str]:
+    """What looks like a mistake in checked fields, though they can be sent as they are: a field name
+    like a known one ("actoin_result"), an event type no template makes, a severity or action_result
+    none of the event type's templates gives ("failure" where they say FAILURE)."""
+    warnings = []
+    for name in fields:
+        if name not in EVENT_FIELDS and (known := closest(name, EVENT_FIELDS)) is not None:
+            warnings.append(
+                f"{_show(name)} is not an event field (it is sent as an extra); did you mean {known}?"
+            )
+    event_type: str = fields["event_type"]
+    values = catalog.template_values(event_type)
+    if not values:
+        hint = closest(event_type, catalog.event_types)
+        warnings.append(
+            f"no template makes event_type {_show_value(event_type)}, so the fields left out get plain "
+            f"defaults (severity INFO, action_result SUCCESS, no details){_did_you_mean(hint)}"
+        )
+    for name in ("action_result", "severity"):
+        given = fields.get(name)
+        if name in values and given is not None and given not in values[name]:
+            allowed = sorted(values[name])
+            consequence = ", so the details come from any of them" if name == "action_result" else ""
+            warnings.append(
+                f"{name} {_show_value(given)} is none of those of the {event_type} templates "
+                f"({', '.join(allowed)}){consequence}{_did_you_mean(closest(given, allowed))}"
+            )
+    return warnings
+
+
+def _did_you_mean(known: str | None) -> str:
+    return "" if known is None else f"; did you mean {_show_value(known)}?"
+
+
+def closest(word: str, known: Iterable[str], cutoff: float = NAME_CUTOFF) -> str | None:
+    """The known word that `word` most looks like, letter case ignored ("actoin_result" for action_result,
+    "failure" for FAILURE), if any is alike enough; a plain function, for any JSON check's hints."""
+    by_folded = {k.casefold(): k for k in sorted(known)}
+    match = difflib.get_close_matches(word.casefold(), by_folded, n=1, cutoff=cutoff)
+    return by_folded[match[0]] if match else None
 
 
 GENERATOR_FIELDS = ("rate", "shape", "paused", *PARAMETERS)

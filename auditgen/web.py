@@ -25,7 +25,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from auditgen.auth import RequireToken
 from auditgen.checks import CheckError
-from auditgen.events import EventFactory
+from auditgen.content_type import RequireJson
+from auditgen.events import Catalog, EventFactory
 from auditgen.metrics import render_metrics
 from auditgen.outbox import Entry, Outbox, OutboxFull
 from auditgen.scenarios import Plan, Run, ScenarioRunner, UnknownScenario
@@ -34,10 +35,12 @@ from auditgen.spool import SpoolError
 from auditgen.validation import (
     DEFAULT_MAX_BODY_BYTES,
     BadRequest,
+    event_warnings,
     parse_count,
     parse_event_request,
     parse_generator_request,
     parse_json_object,
+    parse_strict,
 )
 
 BULK_IDS_LISTED = 1_000  # up to this many, a bulk answer lists every event_id; above, the first and last
@@ -66,11 +69,6 @@ class Health(Protocol):
     def address(self) -> str: ...
     @property
     def last_error(self) -> str | None: ...
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def json_response(request: IRequest, code: int, payload: dict[str, Any]) -> bytes:
@@ -145,9 +143,13 @@ class AuditAPI:
         generator: GeneratorControl | None = None,
         scenarios: ScenarioRunner | None = None,
         token: str | None = None,
+        catalog: Catalog | None = None,
+        strict: bool = False,
         console: IResource | None = None,
     ) -> None:
-        """Without a generator, GET and PUT /generator answer 404; without a console, /console/ does."""
+        """Without a generator, GET and PUT /generator answer 404; without a console, /console/ does.
+        `catalog` is the factory's, whose templates say which values look wrong (the built-in one if None);
+        `strict` refuses what looks wrong (400) instead of warning, for calls that do not say ?strict=."""
         self._generator = generator
         self._openapi: bytes | None = None
         self._factory = factory
@@ -160,6 +162,8 @@ class AuditAPI:
         self._scenarios = scenarios
         self.closing = False
         self._token = token
+        self._catalog = catalog or Catalog.builtin()
+        self._strict = strict
         self._console = console
 
     def close(self) -> None:
@@ -167,9 +171,19 @@ class AuditAPI:
         self.closing = True
 
     def resource(self) -> IResource:
-        """The routes, behind the API token when there is one."""
-        routes = self.app.resource()
+        """The routes, behind the JSON Content-Type rule, and behind the API token when there is one."""
+        routes = RequireJson(self.app.resource(), self._routed)
         return routes if self._token is None else RequireToken(routes, self._token)
+
+    def _routed(self, request: IRequest) -> bool:
+        """Whether a route takes the request's path and method, matched as Klein matches them."""
+        path = b"/".join(request.postpath)  # as klein's extractURLparts: "//x" is "/x", as Klein routes it
+        if request.postpath and not path.startswith(b"/"):
+            path = b"/" + path
+        try:
+            return bool(self.app.url_map.bind("").test(path.decode("utf-8"), request.method.decode("ascii")))
+        except UnicodeDecodeError:
+            return False  # Klein refuses a path that is not UTF-8 before any route
 
     def site(self, reactor: IReactorTime | None = None) -> ApiSite:
         """The site to serve this API with: token, body limit, JSON refusals, no access log."""
@@ -177,36 +191,46 @@ class AuditAPI:
 
     @app.route("/generate_event", methods=["POST"])
     def generate_event(self, request: IRequest) -> bytes | Deferred[bytes]:
-        """Accept one event; answer once the broker confirmed it, or say it is queued after a short wait."""
+        """Accept one event (or ?count=N); answer once the broker confirmed it, or say it is queued after a
+        short wait. The answer lists the fields the service replaced and what looked wrong (warnings),
+        which ?strict=true refuses instead."""
         try:
             body = self._read_body(request)
             count = parse_count(request.args)
-            fields = parse_event_request(body)
+            strict = parse_strict(request.args, self._strict)
+            given = parse_event_request(body)
         except Refused as r:
             return r.answer(request)
         except BadRequest as e:
             return json_response(request, 400, {"error": str(e)})
+        warnings = event_warnings(given.fields, self._catalog)
+        if strict and warnings:
+            return json_response(request, 400, {"error": "; ".join(warnings), "warnings": warnings})
+        notes = {"replaced": list(given.replaced), "warnings": warnings}
+        notes = {key: value for key, value in notes.items() if value}
         try:
             if count is None:
-                stored: Deferred[Any] = self._outbox.add(self._factory.complete(fields), wait=True)
-                answer: Callable[[Any, IRequest], Deferred[bytes]] = self._answer_when_confirmed
+                stored: Deferred[Any] = self._outbox.add(self._factory.complete(given.fields), wait=True)
+                answer: Callable[[Any, IRequest, Mapping[str, Any]], Deferred[bytes]] = (
+                    self._answer_when_confirmed
+                )
             else:
-                events = [self._factory.complete(fields) for _ in range(count)]
+                events = [self._factory.complete(given.fields) for _ in range(count)]
                 stored = self._outbox.add_many(events, wait=True)
                 answer = self._answer_bulk
         except OutboxFull as e:
             return _full(request, str(e))
-        return stored.addCallbacks(answer, self._not_stored, callbackArgs=(request,), errbackArgs=(request,))
+        return stored.addCallbacks(
+            answer, self._not_stored, callbackArgs=(request, notes), errbackArgs=(request,)
+        )
 
     def _read_body(self, request: IRequest) -> bytes:
-        """The body of a request that may add events; Refused while closing, for a non-JSON type or size."""
+        """The body of a request that may add events; Refused while closing, or for its size (its
+        Content-Type was checked around every route: auditgen/content_type.py)."""
         if self.closing:
             raise Refused(
                 503, "shutting down; nothing was accepted, try again later", CLOSING_RETRY_AFTER_SECONDS
             )
-        content_type = request.getHeader("content-type")
-        if content_type is not None and not _is_json(content_type):
-            raise Refused(415, f"Content-Type must be application/json, not {content_type!r}")
         assert request.content is not None
         # ApiSite already refuses larger bodies without storing them; this bound keeps the route safe
         # under any other site too (tests, or an embedding that serves app.resource() itself).
@@ -224,7 +248,9 @@ class AuditAPI:
         """The status of every entry at once."""
         return self._status(gatherResults([e.confirmed for e in entries if e.confirmed is not None]))
 
-    def _answer_bulk(self, entries: list[Entry], request: IRequest) -> Deferred[bytes]:
+    def _answer_bulk(
+        self, entries: list[Entry], request: IRequest, notes: Mapping[str, Any]
+    ) -> Deferred[bytes]:
         """202 once every event is confirmed ("success") or the wait is over ("queued": the rest follow)."""
         status = self._all_confirmed(entries)
         ids = [e.event_id for e in entries]
@@ -234,7 +260,7 @@ class AuditAPI:
             else {"first_event_id": ids[0], "last_event_id": ids[-1]}
         )
         return status.addCallback(
-            lambda s: json_response(request, 202, {"status": s, "count": len(ids), **listed})
+            lambda s: json_response(request, 202, {"status": s, "count": len(ids), **listed, **notes})
         )
 
     def _not_stored(self, failure: Failure, request: IRequest) -> bytes | Failure:
@@ -244,11 +270,13 @@ class AuditAPI:
         request.setHeader(b"retry-after", str(RETRY_AFTER_SECONDS).encode())
         return json_response(request, 503, {"error": f"{failure.getErrorMessage()}; nothing was accepted"})
 
-    def _answer_when_confirmed(self, entry: Entry, request: IRequest) -> Deferred[bytes]:
+    def _answer_when_confirmed(
+        self, entry: Entry, request: IRequest, notes: Mapping[str, Any]
+    ) -> Deferred[bytes]:
         """202 success on the broker's ack; 202 queued if it does not come within the wait."""
         assert entry.confirmed is not None
         return self._status(entry.confirmed).addCallback(
-            lambda s: json_response(request, 202, {"status": s, "event_id": entry.event_id})
+            lambda s: json_response(request, 202, {"status": s, "event_id": entry.event_id, **notes})
         )
 
     # -- The generator's control API: read and change rate, shape and pause without a restart. --------

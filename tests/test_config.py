@@ -47,6 +47,15 @@ def test_option_beats_environment_beats_dotenv_beats_default() -> None:
     assert s.broker.node.host == "localhost"
 
 
+def test_strict_is_off_unless_set_true() -> None:
+    """AUDITGEN_STRICT (--strict) defaults to false, as the legacy service refused nothing it could send."""
+    assert load_settings({}, {}, {}).api.strict is False
+    assert load_settings({}, {"AUDITGEN_STRICT": "true"}, {}).api.strict is True
+    assert load_settings({"strict": "false"}, {"AUDITGEN_STRICT": "true"}, {}).api.strict is False
+    with pytest.raises(ConfigError, match="AUDITGEN_STRICT"):
+        load_settings({}, {"AUDITGEN_STRICT": "maybe"}, {})
+
+
 def test_interval_is_a_float_and_zero_turns_generation_off() -> None:
     """EVENT_GENERATION_INTERVAL_SECONDS takes fractions, and 0 is allowed."""
     assert load_settings({}, {"EVENT_GENERATION_INTERVAL_SECONDS": "0.25"}, {}).generator.interval == 0.25

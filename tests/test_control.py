@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from auditgen.content_type import MISSING
 from tests.support.generator import run_for
 from tests.support.web import JSON, Harness
 
@@ -164,13 +165,16 @@ def test_bad_changes_get_400_naming_the_field_and_change_nothing(body: bytes, me
 
 
 def test_put_follows_the_same_body_rules_as_generate_event() -> None:
-    """A non-JSON Content-Type gets 415 and a body over AUDITGEN_MAX_BODY_BYTES 413, as for events."""
+    """A non-JSON or missing Content-Type gets 415 and a body over AUDITGEN_MAX_BODY_BYTES 413, as for
+    events; JSON with a charset is JSON."""
     h = Harness(generator_rate=1000.0, max_body_bytes=64)
     code, answer = put(h, b'{"rate": 5}', {"Content-Type": "text/plain"})
     assert (code, answer["error"]) == (415, "Content-Type must be application/json, not 'text/plain'")
     code, answer = put(h, json.dumps({"rate": 5, "shape": "constant" + " " * 64}).encode())
     assert (code, answer["error"]) == (413, "request body is larger than 64 bytes")
-    assert put(h, b'{"rate": 5}', {})[0] == 200
+    assert put(h, b'{"rate": 5}', {}) == (415, {"error": MISSING})
+    assert h.generator is not None and h.generator.rate == 1000.0
+    assert put(h, b'{"rate": 5}', {"Content-Type": "application/json; charset=utf-8"})[0] == 200
 
 
 def test_without_a_generator_the_routes_answer_404() -> None:

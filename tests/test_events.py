@@ -119,6 +119,22 @@ def test_builtin_catalog_has_the_expected_breadth() -> None:
     assert len(Catalog.builtin().event_types) >= 10
 
 
+def test_template_values_are_the_severities_and_results_of_the_types_templates() -> None:
+    """What the API compares a caller's severity and action_result with: the values of that event type's
+    templates only, and nothing for an event type no template makes."""
+    catalog = catalog_of(
+        {**template("a"), "severity": "WARNING", "action_result": "DENIED"},
+        template("b"),
+        {**template("c"), "event_type": "other", "action_result": "FAILURE"},
+    )
+    assert catalog.template_values("test_event") == {
+        "severity": {"INFO", "WARNING"},
+        "action_result": {"DENIED", "SUCCESS"},
+    }
+    assert catalog.template_values("other") == {"severity": {"INFO"}, "action_result": {"FAILURE"}}
+    assert catalog.template_values("nothing") == {}
+
+
 def test_builtin_catalog_is_loaded_once() -> None:
     """builtin() is cached, so every factory shares one compiled catalog."""
     assert Catalog.builtin() is Catalog.builtin()

@@ -92,6 +92,22 @@ def test_rate_is_exact_on_average_and_smooth_within_a_second() -> None:
     generator.stopService()
 
 
+def test_achieved_rate_at_one_event_every_5_s_reads_the_rate_however_late_each_tick() -> None:
+    """At the default interval (5 s) the gauge and GET /generator read 0.2 after every tick, whichever
+    ticks come a little late (a real reactor's are): a window of 5 s lost the tick before a later one."""
+    clock, outbox, generator = make(5.0)
+    registry = outbox._metrics.registry
+    generator.startService()
+    readings = []
+    for k in range(1, 25):
+        late = 0.01 * (k % 3)  # 0, 10 and 20 ms late in turn: later than the tick before, then on time
+        clock.advance(5.0 * k + late - clock.seconds())
+        readings.append(generator.state()["achieved_rate"])
+        readings.append(registry.get_sample_value("audit_events_generator_generator_rate"))
+    assert all(abs(r - 0.2) < 0.002 for r in readings), readings
+    generator.stopService()
+
+
 def test_late_ticks_do_not_make_the_rate_drift() -> None:
     """Ticks that arrive late (a busy reactor) are caught up from the clock, so the average holds."""
     clock, outbox, generator = running(500.0)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from twisted.internet.threads import deferToThread
 
 from auditgen import site, validation
+from auditgen.content_type import is_json
 from tests.support.http import Answer, SiteHarness, chunk, head, parse_answer
 from tests.support.strategies import (
     CONTENT_TYPES,
@@ -40,7 +41,7 @@ LIMIT = 100
 
 def body_of(size: int) -> bytes:
     """A valid event body of exactly size bytes."""
-    base = b'{"event_type": "x", "pad": ""}'
+    base = b'{"event_type": "user_login", "pad": ""}'
     assert size >= len(base)
     return base[:-2] + b"p" * (size - len(base)) + b'"}'
 
@@ -110,6 +111,22 @@ def test_chunked_body_over_the_limit_is_answered_413_and_dropped() -> None:
     assert c.closed
     assert len(s.outbox) == 0
     assert c.transport.value().count(b"HTTP/1.1") == 1
+
+
+def test_chunked_body_with_expect_100_continue_gets_it_then_413_once_past_the_limit() -> None:
+    """A chunked body's size is unknown until it arrives, so a client that asks first is told "100
+    Continue" (as docs/http-api.md says) and gets the 413 as soon as the body passes the limit."""
+    s = SiteHarness(LIMIT)
+    c = s.connect()
+    c.send(head(None, "Expect: 100-continue"))
+    assert c.transport.value() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    c.transport.clear()
+    c.send(chunk(b"z" * (LIMIT + 1)))
+    assert_refused(c.answer(), 413, f"larger than {LIMIT} bytes")
+    c.send(b"0\r\n\r\n")
+    assert c.closed
+    assert c.transport.value().count(b"HTTP/1.1") == 1
+    assert len(s.outbox) == 0
 
 
 def test_endless_chunked_body_is_cut_off_after_max_discard(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,7 +235,7 @@ def test_protocol_level_bad_requests_get_400_json_and_the_service_goes_on(
 
 @pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=xyz"])
 def test_form_bodies_are_not_parsed_by_the_site(content_type: str) -> None:
-    """Form bodies are not parsed (twisted.web would, and refuse some with a bare 400): the route's 415."""
+    """Form bodies are not parsed (twisted.web would, and refuse some with a bare 400): the API's 415."""
     s = SiteHarness(max_body_bytes=10_000)
     c = s.connect()
     body = b"--xyz\r\nContent-Disposition: form-data; name=a\r\n\r\nb\r\n" * 100 + b"--xyz--\r\n"
@@ -227,6 +244,28 @@ def test_form_bodies_are_not_parsed_by_the_site(content_type: str) -> None:
     answer = c.answer()
     assert answer.code == 415
     assert content_type in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "text/plain; charset=application/json"],
+)
+@pytest.mark.parametrize("body", [b"", b'{"event_type": "user_login"}'])
+def test_a_request_a_web_page_could_send_cross_site_gets_415_on_the_wire(
+    content_type: str | None, body: bytes
+) -> None:
+    """What a browser sends cross-site without a preflight (no Content-Type, text/plain, a form; with or
+    without a body) is a JSON 415 from the API port's site, and nothing is accepted."""
+    s = SiteHarness(LIMIT)
+    c = s.connect()
+    type_line = [] if content_type is None else [f"Content-Type: {content_type}"]
+    lines = ["POST /generate_event HTTP/1.1", "Host: auditgen", *type_line, f"Content-Length: {len(body)}"]
+    c.send(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    answer = c.answer()
+    assert (answer.code, answer.headers["content-type"]) == (415, "application/json")
+    assert "application/json" in answer.json()["error"]
+    assert len(s.outbox) == 0
+    assert not c.closed, "a 415 is an answer like any other: the connection stays usable"
 
 
 def test_the_api_port_site_writes_no_access_log() -> None:
@@ -276,10 +315,12 @@ def assert_sound(event: Any, event_id: str) -> None:
         assert depth(value) <= validation.MAX_NESTING_DEPTH, name
 
 
-def post_through_site(body: bytes, content_type: str | None) -> tuple[int, dict[str, Any], dict[str, Any]]:
+def post_through_site(
+    body: bytes, content_type: str | None, path: str = "/generate_event"
+) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """POST body to the API port's site, play the broker, check what it got; the code, answer, events."""
     h = Harness(capacity=5, max_body_bytes=4096, api_site=True)
-    d = h.request("POST", "/generate_event", body, {"Content-Type": content_type} if content_type else {})
+    d = h.request("POST", path, body, {"Content-Type": content_type} if content_type else {})
     published = {}
     while (entry := h.outbox.take()) is not None:
         event = json.loads(entry.body.decode("utf-8"), parse_constant=reject_constant)
@@ -289,6 +330,8 @@ def post_through_site(body: bytes, content_type: str | None) -> tuple[int, dict[
     code, answer, headers = h.answer(d)
     assert code < 500, answer
     assert headers.getRawHeaders("content-type") == ["application/json"]
+    if content_type is None or not is_json(content_type):
+        assert code == 415, answer
     if code == 202:
         assert answer["status"] == "success"
         assert list(published) == [answer["event_id"]]
@@ -317,6 +360,27 @@ def test_any_event_object_is_published_sound_or_refused(body: bytes, content_typ
 def test_any_bytes_get_a_json_answer_and_never_a_5xx(body: bytes, content_type: str | None) -> None:
     """Arbitrary bytes (invalid UTF-8, truncated JSON, nothing at all) get a JSON 4xx, never a 500."""
     post_through_site(body, content_type)
+
+
+MAX_WARNING_CHARS = 400
+
+
+@SETTINGS
+@given(body=encoded(event_objects()))
+def test_strict_refuses_exactly_what_would_be_accepted_with_warnings(body: bytes) -> None:
+    """For any event object, ?strict=true answers 400 with the very warnings a plain call's 202 lists,
+    and accepts what gets none; each warning is short text, however long the names and values sent."""
+    code, answer, _ = post_through_site(body, "application/json")
+    strict_code, strict_answer, _ = post_through_site(body, "application/json", "/generate_event?strict=true")
+    if code != 202:
+        assert (strict_code, strict_answer) == (code, answer)
+        return
+    warnings = answer.get("warnings", [])
+    assert all(isinstance(w, str) and len(w) <= MAX_WARNING_CHARS for w in warnings), warnings
+    if warnings:
+        assert (strict_code, strict_answer) == (400, {"error": "; ".join(warnings), "warnings": warnings})
+    else:
+        assert strict_code == 202 and "warnings" not in strict_answer
 
 
 @SETTINGS

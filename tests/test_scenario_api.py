@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from auditgen.content_type import MISSING
 from auditgen.events import Catalog
 from auditgen.groundtruth import RECORD_TYPE, GroundTruth
 from auditgen.metrics import Metrics
@@ -36,15 +37,6 @@ class ScenarioHarness(Harness):
 
     def run(self, name: str, body: bytes = b"", headers: Any = JSON) -> Any:
         return self.request("POST", f"/scenarios/{name}", body, headers)
-
-    def published(self) -> list[dict[str, Any]]:
-        """The events in the outbox, in order, as the broker would receive them."""
-        events = []
-        while (entry := self.outbox.take()) is not None:
-            events.append(json.loads(entry.body))
-            self.outbox.settle(entry)
-        self.stub.flush()
-        return events
 
     def records(self) -> list[dict[str, Any]]:
         found = []
@@ -216,6 +208,19 @@ def test_scenarios_follow_the_same_request_rules_as_generate_event() -> None:
     assert code == 503 and "shutting down" in body["error"]
     assert headers.getRawHeaders("retry-after") == ["5"]
     assert len(h.outbox) == 0
+
+
+def test_a_body_less_run_needs_the_json_content_type_too() -> None:
+    """POST /scenarios/{name} without a body runs the defaults, so it needs application/json as well: a web
+    page can make a browser send a body-less POST cross-site; refused, it runs nothing and records
+    nothing. With the header and no body, the defaults run."""
+    h = ScenarioHarness()
+    code, body, _ = h.answer(h.run("brute_force", b"", {}))
+    assert (code, body) == (415, {"error": MISSING})
+    assert (len(h.outbox), h.records(), h.runs("brute_force")) == (0, [], 0)
+    d = h.run("brute_force", b"", JSON)
+    h.published()
+    assert h.answer(d)[0] == 202
 
 
 def test_without_a_runner_the_scenario_paths_do_not_exist() -> None:

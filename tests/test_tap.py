@@ -76,7 +76,8 @@ def test_the_service_makes_events_from_the_templates_the_options_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The tree is built with the API's and the generator's factories on the catalog the options loaded
-    (here: one user template replacing the built-in set), not on the built-in one."""
+    (here: one user template replacing the built-in set), not on the built-in one; the API's warnings
+    and --strict look at that catalog too."""
     monkeypatch.delenv("AUDITGEN_TEMPLATES", raising=False)
     own = {
         "pools": {"hosts": ["h"], "users": ["u"]},
@@ -98,6 +99,7 @@ def test_the_service_makes_events_from_the_templates_the_options_loaded(
         [
             f"--templates={path}",
             "--templates-replace=true",
+            "--strict=true",
             "--session-share=0",
             "--app-port=0",
             "--prometheus-port=0",
@@ -109,6 +111,7 @@ def test_the_service_makes_events_from_the_templates_the_options_loaded(
     assert root.parts is not None
     assert root.parts.api._factory is root.parts.factory
     assert root.parts.factory.complete({"event_type": "other"})["server_hostname"] == "h"
+    assert (set(root.parts.api._catalog.event_types), root.parts.api._strict) == ({"mine"}, True)
 
 
 def test_ports_listen_on_the_configured_address() -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from auditgen.events import SOURCE_API
+from auditgen.content_type import MISSING
+from auditgen.events import SERVICE_FIELDS, SOURCE_API, Catalog, EventFactory
 from auditgen.validation import MAX_DETAILS_BYTES, MAX_FIELD_NAME_CHARS, MAX_FIELDS, MAX_NESTING_DEPTH
+from auditgen.web import AuditAPI
 from tests.support.web import JSON, FailingSpool, Harness, answered
 
 
@@ -101,7 +106,6 @@ def test_full_outbox_answers_503_with_retry_after_and_accepts_nothing() -> None:
         (b'{"event_type": "x", "user_id": 5}', "user_id must be a non-empty string"),
         (b'{"event_type": "x", "severity": null}', "severity must be a non-empty string"),
         (b'{"event_type": "x", "details": "no"}', "details must be a JSON object"),
-        (b'{"event_type": "x", "event_id": "mine"}', "event_id cannot be set by the caller"),
         (b'{"event_type": "x", "event_type": "y"}', "duplicate key 'event_type'"),
         (b'{"event_type": "x", "n": NaN}', "NaN is not a valid JSON number"),
         (b'{"event_type": "x", "n": -Infinity}', "-Infinity is not a valid JSON number"),
@@ -237,20 +241,79 @@ def test_healthz_says_stopping_while_closing() -> None:
     assert body["rabbitmq_connected"] is True
 
 
-def test_non_json_content_type_gets_415_and_missing_content_type_is_json() -> None:
-    """curl's default form encoding is refused clearly; a body with no Content-Type is read as JSON."""
-    h = Harness()
-    code, body, _ = h.answer(
-        post(h, {"event_type": "x"}, {"Content-Type": "application/x-www-form-urlencoded"})
-    )
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", "json"],
+)
+@pytest.mark.parametrize("path", ["/generate_event", "/generate_event?count=3"])
+def test_a_body_not_said_to_be_json_gets_415_and_nothing_is_accepted(
+    path: str, content_type: str | None
+) -> None:
+    """curl's default form encoding, text/plain and no Content-Type at all (what a web page can make a
+    browser send cross-site without asking) are refused, saying what to send; nothing is queued."""
+    h = Harness(api_site=True)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    code, body, headers = h.answer(h.request("POST", path, b'{"event_type": "user_login"}', headers))
     assert code == 415
-    assert "application/json" in body["error"]
-    d = post(h, {"event_type": "x"}, headers={})
+    assert "Content-Type" in body["error"] and "application/json" in body["error"]
+    assert headers.getRawHeaders("content-type") == ["application/json"]
+    assert len(h.outbox) == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/vnd.audit+json"],
+)
+def test_json_content_types_with_parameters_and_suffixes_are_accepted(content_type: str) -> None:
+    """application/json in any letter case, with parameters, or a +json type, is read as JSON."""
+    h = Harness()
+    d = post(h, {"event_type": "user_login"}, headers={"Content-Type": content_type})
     h.confirm_all()
     assert h.answer(d)[0] == 202
-    d = post(h, {"event_type": "x"}, headers={"Content-Type": "application/json; charset=utf-8"})
-    h.confirm_all()
-    assert h.answer(d)[0] == 202
+
+
+def routes_that_change_something() -> list[tuple[str, str]]:
+    """(method, path) of every route but GET/HEAD/OPTIONS, a <name> in the path filled in."""
+    found = []
+    for rule in AuditAPI.app.url_map.iter_rules():
+        for method in sorted((rule.methods or set()) - {"GET", "HEAD", "OPTIONS"}):
+            found.append((method, rule.rule.replace("<name>", "brute_force")))
+    return found
+
+
+def test_every_route_that_changes_something_needs_a_json_content_type() -> None:
+    """The rule wraps the whole resource: every route other than GET/HEAD, today's and any added later,
+    answers 415 without a JSON Content-Type, even with no body (a body-less POST is as easy to send
+    cross-site, and runs a scenario with its defaults)."""
+    routes = routes_that_change_something()
+    assert ("POST", "/generate_event") in routes and ("PUT", "/generator") in routes
+    h = Harness(generator_rate=1.0)
+    for method, path in routes:
+        for body in (None, b"{}"):
+            code, answer, _ = h.answer(h.request(method, path, body, {}))
+            assert (code, answer["error"]) == (415, MISSING), (method, path, body)
+    assert len(h.outbox) == 0
+
+
+def test_unknown_paths_and_methods_get_404_and_405_whatever_their_content_type() -> None:
+    """A request no route takes is told so (404, or 405 with Allow) before its Content-Type matters, as
+    clients and schemathesis expect; a path Klein would route ("//generate_event") is not one of them."""
+    h = Harness()
+    assert h.answer(h.request("POST", "/nope", b"{}", {}))[0] == 404
+    code, _, headers = h.answer(h.request("DELETE", "/generate_event", None, {}))
+    assert (code, headers.getRawHeaders("allow")) == (405, ["POST"])
+    assert h.answer(h.request("PATCH", "/healthz", b"{}", {"Content-Type": "text/plain"}))[0] == 405
+    assert h.answer(h.request("POST", "//generate_event", b'{"event_type": "x"}', {}))[0] == 415
+    assert len(h.outbox) == 0
+
+
+def test_the_token_is_checked_before_the_content_type() -> None:
+    """Without the token a caller learns only that it needs one; with it, the Content-Type rule applies."""
+    h = Harness(token="t" * 32)
+    code, _, _ = h.answer(post(h, {"event_type": "x"}, headers={}))
+    assert code == 401
+    code, _, _ = h.answer(post(h, {"event_type": "x"}, headers={"Authorization": "Bearer " + "t" * 32}))
+    assert code == 415
 
 
 def test_body_over_the_limit_gets_413() -> None:
@@ -438,3 +501,192 @@ def test_livez_answers_200_whatever_the_broker_and_while_stopping() -> None:
     assert (code, body) == (200, {"status": "alive"})
     assert headers.getRawHeaders("content-type") == ["application/json"]
     assert h.answer(h.request("POST", "/livez"))[0] == 405
+
+
+# -- caller-set service fields, warnings and strict --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        b'"event_id": "mine", "timestamp": "2001-01-01T00:00:00Z", "source_service": "legacy-app"',
+        b'"event_id": 7, "timestamp": null, "source_service": {"name": ["x"]}',
+        b'"event_id": 1e400, "timestamp": 99999999999999999999999, "source_service": "\\ud800"',
+    ],
+    ids=["strings", "other-types", "unsendable"],
+)
+def test_caller_set_service_fields_are_replaced_and_the_answer_lists_them(given: bytes) -> None:
+    """As the legacy service did, a body carrying event_id, timestamp and source_service is accepted and
+    they get the service's own values (a fresh uuid4, now, the API's source), whatever the caller's were:
+    they are never sent; the answer says which it replaced."""
+    h = Harness()
+    d = post(h, b'{"event_type": "user_login", "user_id": "alice", ' + given + b"}")
+    [event] = h.published()
+    code, answer, _ = h.answer(d)
+    assert (code, answer["status"]) == (202, "success")
+    assert answer["replaced"] == ["event_id", "source_service", "timestamp"]
+    assert "warnings" not in answer
+    assert event["event_id"] == answer["event_id"]
+    assert uuid.UUID(event["event_id"]).version == 4
+    assert event["source_service"] == SOURCE_API
+    sent = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+    assert abs(sent - datetime.now(UTC)) < timedelta(minutes=1)
+    assert event["user_id"] == "alice"
+
+
+def test_bulk_with_caller_set_service_fields_gives_every_event_its_own() -> None:
+    """?count=N with a captured event: N fresh ids and timestamps, and the answer lists what was replaced."""
+    h = Harness()
+    body = {"event_type": "user_login", "event_id": "same", "source_service": "old"}
+    d = post_bulk(h, "3", body)
+    events = h.published()
+    code, answer, _ = h.answer(d)
+    assert (code, answer["count"], answer["replaced"]) == (202, 3, ["event_id", "source_service"])
+    assert answer["event_ids"] == [e["event_id"] for e in events]
+    assert len(set(answer["event_ids"])) == 3 and "same" not in answer["event_ids"]
+    assert {e["source_service"] for e in events} == {SOURCE_API}
+
+
+def test_a_captured_event_replayed_whole_is_accepted_without_warnings() -> None:
+    """A client replaying the events it received (whole objects, as consumers get them) keeps working:
+    202, its fields kept, the service's three replaced, nothing taken for a mistake."""
+    h = Harness()
+    captured = EventFactory(Catalog.builtin(), random.Random(3)).generate()
+    d = post(h, captured)
+    [event] = h.published()
+    code, answer, _ = h.answer(d)
+    assert code == 202
+    assert answer == {
+        "status": "success",
+        "event_id": event["event_id"],
+        "replaced": ["event_id", "source_service", "timestamp"],
+    }
+    assert event["event_id"] != captured["event_id"]
+    unchanged = set(captured) - SERVICE_FIELDS
+    assert {k: event[k] for k in unchanged} == {k: captured[k] for k in unchanged}
+
+
+TYPO = "actoin_result is not an event field (it is sent as an extra); did you mean action_result?"
+LOWER = (
+    'action_result "failure" is none of those of the user_login templates (FAILURE, SUCCESS), so the '
+    'details come from any of them; did you mean "FAILURE"?'
+)
+NO_TEMPLATE = (
+    'no template makes event_type "usr_login", so the fields left out get plain defaults (severity INFO, '
+    'action_result SUCCESS, no details); did you mean "user_login"?'
+)
+
+
+@pytest.mark.parametrize(
+    ("fields", "warnings"),
+    [
+        ({"event_type": "user_login", "actoin_result": "FAILURE"}, [TYPO]),
+        ({"event_type": "user_login", "action_result": "failure"}, [LOWER]),
+        ({"event_type": "usr_login"}, [NO_TEMPLATE]),
+        (
+            {"event_type": "user_logout", "Severity": "x", "severity": "CRITICAL", "detail": {}},
+            [
+                "Severity is not an event field (it is sent as an extra); did you mean severity?",
+                "detail is not an event field (it is sent as an extra); did you mean details?",
+                'severity "CRITICAL" is none of those of the user_logout templates (INFO)',
+            ],
+        ),
+    ],
+    ids=["field-typo", "result-case", "unknown-type", "several"],
+)
+def test_what_looks_like_a_mistake_is_accepted_with_warnings(
+    fields: dict[str, Any], warnings: list[str]
+) -> None:
+    """A typo in a field name, a value none of the type's templates has (another letter case too) and an
+    event type no template makes are sent as given, extras included, and the 202 says what looked wrong."""
+    h = Harness()
+    d = post(h, fields)
+    [event] = h.published()
+    code, answer, _ = h.answer(d)
+    assert (code, answer["event_id"], answer["warnings"]) == (202, event["event_id"], warnings)
+    assert {k: event[k] for k in fields if k != "detail"} == {
+        k: v for k, v in fields.items() if k != "detail"
+    }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"event_type": "user_login", "action_result": "FAILURE", "severity": "WARNING"},
+        {"event_type": "service_status_change", "action_result": "FAILED", "severity": "ERROR"},
+        {"event_type": "user_login", "ticket": "OPS-1", "labels": ["a"], "resource": "/x", "user": "bob"},
+    ],
+)
+def test_template_values_and_unlike_extras_get_no_warnings(fields: dict[str, Any]) -> None:
+    """Values a template of the type has, and extra fields that look like no event field, are not
+    mistakes: the answer is the legacy one, with no "warnings"."""
+    h = Harness()
+    d = post(h, fields)
+    h.published()
+    code, answer, _ = h.answer(d)
+    assert (code, set(answer)) == (202, {"status", "event_id"})
+
+
+def test_warnings_follow_the_services_own_templates() -> None:
+    """With template files of its own, the values looked for are theirs (here user_login says DENIED)."""
+    catalog = Catalog.from_data(
+        {
+            "pools": {"hosts": ["h1"], "users": ["u1"]},
+            "templates": [
+                {"name": "deny", "event_type": "user_login", "severity": "NOTICE", "action_result": "DENIED",
+                 "weight": 1, "details": {}},
+            ],
+        }
+    )  # fmt: skip
+    h = Harness(catalog=catalog)
+    d = post(h, {"event_type": "user_login", "action_result": "DENIED", "severity": "NOTICE"})
+    h.published()
+    assert set(h.answer(d)[1]) == {"status", "event_id"}
+    d = post(h, {"event_type": "user_login", "action_result": "FAILURE"})
+    h.published()
+    [warning] = h.answer(d)[1]["warnings"]
+    assert warning.startswith('action_result "FAILURE" is none of those of the user_login templates (DENIED)')
+
+
+@pytest.mark.parametrize("path", ["/generate_event?strict=true", "/generate_event?count=5&strict=true"])
+def test_strict_refuses_what_would_be_warned_about_with_400_and_the_same_messages(path: str) -> None:
+    """?strict=true: the warnings become a 400 (error and warnings), and nothing is accepted."""
+    h = Harness()
+    body = json.dumps({"event_type": "usr_login", "actoin_result": "FAILURE"}).encode()
+    code, answer, _ = h.answer(h.request("POST", path, body, JSON))
+    assert code == 400
+    assert answer == {"error": f"{TYPO}; {NO_TEMPLATE}", "warnings": [TYPO, NO_TEMPLATE]}
+    assert len(h.outbox) == 0
+
+
+def test_strict_accepts_what_looks_right_and_replaces_service_fields() -> None:
+    """Strict refuses only what would be warned about: a sound event, even a replayed one, is 202."""
+    h = Harness()
+    body = json.dumps({"event_type": "user_login", "action_result": "FAILURE", "event_id": "x"}).encode()
+    d = h.request("POST", "/generate_event?strict=true", body, JSON)
+    h.published()
+    code, answer, _ = h.answer(d)
+    assert (code, answer["replaced"]) == (202, ["event_id"])
+
+
+def test_the_strict_setting_is_the_default_and_a_call_can_say_otherwise() -> None:
+    """AUDITGEN_STRICT=true refuses by default; ?strict=false on a call accepts it with warnings."""
+    h = Harness(strict=True)
+    code, answer, _ = h.answer(post(h, {"event_type": "usr_login"}))
+    assert (code, answer["warnings"]) == (400, [NO_TEMPLATE])
+    body = json.dumps({"event_type": "usr_login"}).encode()
+    d = h.request("POST", "/generate_event?strict=false", body, JSON)
+    h.published()
+    code, answer, _ = h.answer(d)
+    assert (code, answer["warnings"]) == (202, [NO_TEMPLATE])
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "True", "true&strict=false"])
+def test_strict_must_be_true_or_false(value: str) -> None:
+    """Any other ?strict= is a 400 saying what it takes, rather than a guess."""
+    h = Harness()
+    body = json.dumps({"event_type": "user_login"}).encode()
+    code, answer, _ = h.answer(h.request("POST", f"/generate_event?strict={value}", body, JSON))
+    assert code == 400
+    assert "strict must be" in answer["error"]
+    assert len(h.outbox) == 0

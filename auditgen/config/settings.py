@@ -105,6 +105,7 @@ class ApiSettings:
     port: int
     confirm_wait: float
     max_body_bytes: int
+    strict: bool
     token: str | None = field(repr=False)
 
 

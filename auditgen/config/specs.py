@@ -167,6 +167,11 @@ SPECS: tuple[Spec, ...] = (
         "Largest request body the API accepts, in bytes.",
     ),
     Spec(
+        "api", "strict", "AUDITGEN_STRICT", "strict", "false", p.boolean,
+        "`true`: `POST /generate_event` refuses (400) what it would otherwise accept with warnings (a field "
+        "name like a known one, a value no template has); a call's `?strict=` wins.",
+    ),
+    Spec(
         "api", "token", "AUDITGEN_API_TOKEN", "api-token", None, p.token,
         "When set, every API call but `GET`/`HEAD` needs `Authorization: Bearer <token>` (printable "
         "ASCII, no spaces); never logged or shown.",

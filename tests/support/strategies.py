@@ -166,7 +166,7 @@ def encoded(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> bytes:
     return to_body(draw(values), ascii=draw(mostly(st.just(True), st.just(False), 3)))
 
 
-# Mostly types read as JSON (no Content-Type is JSON too), sometimes one that gets 415.
+# Mostly types read as JSON, sometimes one that gets 415 (no Content-Type at all too).
 CONTENT_TYPES = st.sampled_from(
     [None, "application/json", "application/json; charset=utf-8", "application/vnd.audit+json"] * 3
     + ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz"]

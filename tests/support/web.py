@@ -58,8 +58,11 @@ class Harness:
         max_series: int = 1000,
         generator_rate: float | None = None,
         token: str | None = None,
+        catalog: Catalog | None = None,
+        strict: bool = False,
     ) -> None:
         self.clock = Clock()
+        catalog = catalog or Catalog.builtin()
         self.metrics = Metrics(max_series=max_series)
         self.outbox = Outbox(capacity, self.metrics, self.clock, spool=spool)
         self.health = FakeHealth()
@@ -75,7 +78,7 @@ class Harness:
             )
         )
         api = AuditAPI(
-            EventFactory(Catalog.builtin()),
+            EventFactory(catalog),
             self.outbox,
             self.health,
             self.metrics.registry,
@@ -85,6 +88,8 @@ class Harness:
             generator=self.generator,
             scenarios=self.make_scenarios(),
             token=token,
+            catalog=catalog,
+            strict=strict,
         )
         self.api = api
         self.stub = StubTreq(api.resource())
@@ -109,6 +114,15 @@ class Harness:
             ids.append(entry.event_id)
         self.stub.flush()
         return ids
+
+    def published(self) -> list[dict[str, Any]]:
+        """The events in the outbox, in order, as the broker would receive them (each one acked)."""
+        events = []
+        while (entry := self.outbox.take()) is not None:
+            events.append(json.loads(entry.body))
+            self.outbox.settle(entry)
+        self.stub.flush()
+        return events
 
     def answer(self, d: Any) -> tuple[int, dict[str, Any], Any]:
         """The response's code, JSON body and headers; the response must have completed."""
