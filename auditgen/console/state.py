@@ -7,27 +7,13 @@ service keeps no history for it: a page that is not open costs nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
 
 from auditgen.metrics import PREFIX
-
-
-class BrokerState(Protocol):
-    """What the publisher says about its broker link (the same as /healthz reports)."""
-
-    @property
-    def connected(self) -> bool: ...
-    @property
-    def unconfirmed(self) -> int: ...
-    @property
-    def blocked(self) -> bool: ...
-    @property
-    def address(self) -> str: ...
-    @property
-    def last_error(self) -> str | None: ...
+from auditgen.web import Health
 
 
 def _total(registry: CollectorRegistry, name: str) -> float:
@@ -62,7 +48,7 @@ class ConsoleState:
     def __init__(
         self,
         registry: CollectorRegistry,
-        broker: BrokerState,
+        broker: Health,
         clock: IReactorTime,
         outbox_capacity: int,
         generator_state: Callable[[], dict[str, Any]] | None = None,
