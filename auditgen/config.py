@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from auditgen.routing import EXCHANGE_TYPES, QUEUE_TYPES, RoutingKey, Topology, 
 MAX_RATE = 100_000
 MAX_SESSIONS = 100_000
 MAX_SCENARIO_RATE = 1000  # every generated event part of a scenario
+MAX_INSTANCES = 10_000
 
 
 class ConfigError(ValueError):
@@ -135,13 +137,32 @@ class Settings:
     """The options that carried a secret on the command line, where the process list shows it."""
     log_format: str = "text"
     log_level: str = "info"
+    instance: str | None = None  # None: the host name (see `identity`)
+    instances: int = 1
+    rate_scope: str = "instance"
 
     @property
     def events_per_second(self) -> float:
-        """The generator's rate: AUDITGEN_RATE, else one event per interval, else 0 (off)."""
-        if self.rate is not None:
-            return self.rate
-        return 1.0 / self.interval if self.interval > 0 else 0.0
+        """The generator's rate: AUDITGEN_RATE, else one event per interval, else 0 (off); with
+        AUDITGEN_RATE_SCOPE=total, this instance's share of it."""
+        rate = self.rate if self.rate is not None else 1.0 / self.interval if self.interval > 0 else 0.0
+        return rate / self.instances if self.rate_scope == "total" else rate
+
+    @property
+    def identity(self) -> str:
+        """The name this instance goes by in its messages and its AMQP connection: AUDITGEN_INSTANCE, else
+        the host name (a StatefulSet's pod name, a container's id)."""
+        return self.instance or socket.gethostname()
+
+    @property
+    def stream_seed(self) -> str | None:
+        """The seed the random streams derive from: AUDITGEN_SEED, joined with the instance once instances
+        are named (AUDITGEN_INSTANCE set, or AUDITGEN_INSTANCES above 1), so that no two instances make the
+        same events and each repeats its own. A lone unnamed instance keeps the seed as it is, so its
+        events do not change with the host (a container's host name changes on every run)."""
+        if self.seed is None or (self.instance is None and self.instances == 1):
+            return self.seed
+        return f"{self.seed}/{self.identity}"
 
 
 def _port(text: str) -> int:
@@ -255,6 +276,27 @@ def _paths(text: str) -> tuple[str, ...]:
     if not all(paths):
         raise ValueError("expected comma-separated paths of .json, .yaml or .yml files, none empty")
     return paths
+
+
+_INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,252}")
+
+
+def _instance(text: str) -> str:
+    """A name safe in a label value, an AMQP header, a log line and a seed: letters, digits, . _ @ : -."""
+    value = text.strip()
+    if not _INSTANCE.fullmatch(value):
+        raise ValueError(
+            "expected a name of 1 to 253 letters, digits, '.', '_', '@', ':' or '-', starting with a letter "
+            "or digit (such as auditgen-0)"
+        )
+    return value
+
+
+def _instance_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_INSTANCES:
+        raise ValueError(f"expected a whole number from 1 to {MAX_INSTANCES}")
+    return value
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -455,6 +497,33 @@ SPECS: tuple[Spec, ...] = (
         None,
         _number_from("events per second", 0.01, MAX_RATE),
         "Events per second to generate (0.01 to 100000); overrides EVENT_GENERATION_INTERVAL_SECONDS.",
+    ),
+    Spec(
+        "rate_scope",
+        "AUDITGEN_RATE_SCOPE",
+        "rate-scope",
+        "instance",
+        _choice("instance", "total"),
+        "instance: AUDITGEN_RATE (or the interval) is this instance's rate; total: the rate of all "
+        "AUDITGEN_INSTANCES together, of which each instance generates an equal share.",
+    ),
+    Spec(
+        "instance",
+        "AUDITGEN_INSTANCE",
+        "instance",
+        None,
+        _instance,
+        "This instance's name, in each message's x-auditgen-instance header and in its seed (unset: the "
+        "host name; a StatefulSet's pod name).",
+    ),
+    Spec(
+        "instances",
+        "AUDITGEN_INSTANCES",
+        "instances",
+        "1",
+        _instance_count,
+        "How many instances share the load (1 to 10000): with a seed, each derives its own streams from "
+        "the seed and its name; with AUDITGEN_RATE_SCOPE=total, each makes this share of the rate.",
     ),
     Spec(
         "outbox_max",

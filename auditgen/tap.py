@@ -135,17 +135,18 @@ def makeService(options: Options) -> IService:
         s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes, routing=s.event_routing
     )
     catalog = options.catalog
-    factory = EventFactory(catalog, seeded_rng(s.seed, "api"))
+    seed = s.stream_seed  # with named instances: the seed joined with this instance's name
+    factory = EventFactory(catalog, seeded_rng(seed, "api"))
     publisher = _publisher(s, reactor, s.topology, outbox, metrics)
     truth_outbox, truth_services = _ground_truth_outbox(s, reactor)
     ground_truth = GroundTruth(metrics, clock, truth_outbox)
-    scenarios = ScenarioRunner(catalog, seeded_rng(s.seed, "scenarios"), ground_truth)
-    generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
+    scenarios = ScenarioRunner(catalog, seeded_rng(seed, "scenarios"), ground_truth)
+    generated = EventFactory(catalog, seeded_rng(seed, "generator"))
     make: Callable[[], Mapping[str, Any]] = generated.generate
     if s.session_share > 0:
-        make = SessionMix(generated, seeded_rng(s.seed, "sessions"), s.session_share, s.sessions)
+        make = SessionMix(generated, seeded_rng(seed, "sessions"), s.session_share, s.sessions)
     if s.scenario_rate > 0:
-        mix_rng = seeded_rng(s.seed, "generated-scenarios")  # its own stream: API calls do not shift it
+        mix_rng = seeded_rng(seed, "generated-scenarios")  # its own stream: API calls do not shift it
         make = ScenarioMix(make, catalog, mix_rng, s.scenario_rate, scenarios.report)
     shape = ShapeSettings(
         s.shape, s.burst_on_seconds, s.burst_off_seconds, s.daily_peak_hour, s.daily_min_ratio
@@ -157,7 +158,7 @@ def makeService(options: Options) -> IService:
         outbox,
         metrics,
         shape=shape,
-        arrivals=seeded_rng(s.seed, "arrivals"),
+        arrivals=seeded_rng(seed, "arrivals"),
     )
     console = _console(s, metrics, publisher, outbox, generator, clock)
     api = AuditAPI(
