@@ -39,6 +39,7 @@ from auditgen.routing import Topology, declare
 from auditgen.tls import ClientTLS, describe_tls_error
 
 APP_ID = "audit-event-generator"
+INSTANCE_HEADER = "x-auditgen-instance"
 _T = TypeVar("_T")
 
 
@@ -144,6 +145,7 @@ class Publisher(Service):
         endpoint_factory: Callable[[], IStreamClientEndpoint] | None = None,
         topology: Topology | None = None,
         tls: ClientTLS | None = None,
+        instance: str | None = None,
     ) -> None:
         self._reactor = reactor
         self._clock: IReactorTime = reactor
@@ -165,7 +167,10 @@ class Publisher(Service):
         self._conn: TwistedProtocolConnection | None = None
         self._channel: TwistedChannel | None = None
         self._unconfirmed: dict[int, tuple[Entry, float]] = {}  # delivery tag -> entry, time sent
-        self._frames = PublishFrames(1, self._topology.exchange, queue, APP_ID, 131072)
+        # Which instance made a message: a header, since app_id is the older service's fixed value.
+        self._headers = {INSTANCE_HEADER: instance} if instance else None
+        self._connection_name = f"auditgen {instance}" if instance else "auditgen"
+        self._frames = self._publish_frames(1, 131072)
         self._next_tag = 1
         self._pump_call: Any = None
         metrics.unconfirmed.set_function(lambda: len(self._unconfirmed))
@@ -322,7 +327,7 @@ class Publisher(Service):
             credentials=pika.PlainCredentials(self._broker.user, self._broker.password),
             virtual_host=self._broker.vhost,
             heartbeat=self._heartbeat,
-            client_properties={"connection_name": "auditgen"},
+            client_properties={"connection_name": self._connection_name},
         )
         conn = _Connection(params, custom_reactor=self._reactor)
         self._conn = conn
@@ -359,11 +364,13 @@ class Publisher(Service):
                 f"RabbitMQ refused to declare {self._topology.describe()}: {e.reply_text}; {hint}"
             ) from None
         channel.add_on_return_callback(self._on_return)
-        self._frames = PublishFrames(
-            channel.channel_number, self._topology.exchange, self._queue, APP_ID, conn._impl.params.frame_max
-        )
+        self._frames = self._publish_frames(channel.channel_number, conn._impl.params.frame_max)
         self._next_tag = 1
         return channel
+
+    def _publish_frames(self, channel: int, frame_max: int) -> PublishFrames:
+        exchange = self._topology.exchange
+        return PublishFrames(channel, exchange, self._queue, APP_ID, frame_max, headers=self._headers)
 
     def _endpoint(self) -> IStreamClientEndpoint:
         endpoint: IStreamClientEndpoint = HostnameEndpoint(

@@ -207,6 +207,7 @@ def _publisher(s: Settings, reactor: Any, topology: Topology, outbox: Outbox, me
         shutdown_timeout=s.shutdown_timeout,
         topology=topology,
         tls=ClientTLS.load(s.tls_ca_file, s.tls_cert_file, s.tls_key_file, s.tls_verify_hostname),
+        instance=s.identity,
     )
 
 
