@@ -86,7 +86,7 @@ def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scena
         spool_max_bytes=s.outbox.spool_max_bytes,
         routing=s.routing.event_routing,
     )
-    seed = s.generator.seed
+    seed = s.generator.stream_seed  # with named instances: the seed joined with this instance's name
     factory = EventFactory(catalog, seeded_rng(seed, "api"))
     publisher = _publisher(s, reactor, s.routing.topology, outbox, metrics)
     truth_outbox, truth_services = _ground_truth_outbox(s, reactor)
@@ -309,6 +309,7 @@ def _publisher(s: Settings, reactor: Any, topology: Topology, outbox: Outbox, me
         shutdown_timeout=s.broker.shutdown_timeout,
         topology=topology,
         tls=ClientTLS.load(s.tls.ca_file, s.tls.cert_file, s.tls.key_file, s.tls.verify_hostname),
+        instance=s.generator.identity,
     )
 
 

@@ -219,3 +219,52 @@ def test_the_shape_group_is_the_generators_shape_settings() -> None:
 
     assert load_settings({}, {}, {}).shape == ShapeSettings()
     assert load_settings({"shape": "bursts"}, {}, {}).shape == ShapeSettings("bursts")
+
+
+def test_instance_defaults_to_the_host_name_and_a_bad_name_is_refused() -> None:
+    """Unset, the identity is the host name (a StatefulSet's pod name); a name that could not be a label
+    value, a header or part of the seed (a slash, a space, empty) stops start-up with the setting named."""
+    import socket
+
+    assert load_settings({}, {}, {}).generator.identity == socket.gethostname()
+    assert load_settings({"instance": "auditgen-2"}, {}, {}).generator.identity == "auditgen-2"
+    assert load_settings({}, {"AUDITGEN_INSTANCE": "vm1@3"}, {}).generator.identity == "vm1@3"
+    for bad in ("", "a/b", "two words", "-x", "x" * 254):
+        with pytest.raises(ConfigError, match="AUDITGEN_INSTANCE"):
+            load_settings({}, {"AUDITGEN_INSTANCE": bad}, {})
+    for bad in ("0", "-1", "1.5", "10001"):
+        with pytest.raises(ConfigError, match="AUDITGEN_INSTANCES"):
+            load_settings({}, {"AUDITGEN_INSTANCES": bad}, {})
+
+
+def test_named_instances_derive_their_streams_from_the_seed_and_their_name() -> None:
+    """Two named instances with one seed get different stream seeds, the same name gets the same one, a
+    lone unnamed instance keeps the seed as it was (its events must not change with the host name), and
+    without a seed there is nothing to derive."""
+
+    def stream(**given: str) -> str | None:
+        return load_settings(given, {}, {}).generator.stream_seed
+
+    assert stream(seed="s") == "s"
+    assert stream(seed="s", instance="a") == stream(seed="s", instance="a", instances="3") == "s/a"
+    assert stream(seed="s", instance="a") != stream(seed="s", instance="b")
+    import socket
+
+    assert stream(seed="s", instances="3") == f"s/{socket.gethostname()}"
+    assert stream(instance="a") is None
+
+
+def test_rate_scope_total_gives_each_instance_its_share() -> None:
+    """AUDITGEN_RATE (or the interval's rate) is per instance by default; with AUDITGEN_RATE_SCOPE=total
+    each of AUDITGEN_INSTANCES makes an equal share, so together they make the rate asked for."""
+
+    def rate(**given: str) -> float:
+        return load_settings(given, {}, {}).generator.events_per_second
+
+    assert rate(rate="300", instances="3") == 300
+    assert rate(rate="300", instances="3", **{"rate-scope": "total"}) == 100
+    assert rate(interval="0.5", instances="4", **{"rate-scope": "total"}) == 0.5
+    assert rate(rate="300", **{"rate-scope": "total"}) == 300
+    assert rate(interval="0", instances="4", **{"rate-scope": "total"}) == 0
+    with pytest.raises(ConfigError, match="AUDITGEN_RATE_SCOPE"):
+        load_settings({}, {"AUDITGEN_RATE_SCOPE": "all"}, {})

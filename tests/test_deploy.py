@@ -41,6 +41,7 @@ from tests.support.twistd import TWISTD, Service
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "systemd" / "auditgen.service"
+TEMPLATE = DEPLOY / "systemd" / "auditgen@.service"
 ENV_FILE = DEPLOY / "systemd" / "auditgen.env"
 COMPOSE = DEPLOY / "docker-compose.yml"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -67,16 +68,16 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
-def unit() -> configparser.ConfigParser:
+def unit(path: Path = UNIT) -> configparser.ConfigParser:
     """The systemd unit as INI; repeated keys (SystemCallFilter=) keep the last value."""
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(UNIT.read_text())
+    parser.read_string(path.read_text())
     return parser
 
 
-def unit_environment() -> dict[str, str]:
-    pairs = re.findall(r"^Environment=(\w+)=(.*)$", UNIT.read_text(), flags=re.MULTILINE)
+def unit_environment(path: Path = UNIT) -> dict[str, str]:
+    pairs = re.findall(r"^Environment=(\w+)=(.*)$", path.read_text(), flags=re.MULTILINE)
     return dict(pairs)
 
 
@@ -93,7 +94,9 @@ def compose() -> dict[str, Any]:
 
 
 def compose_auditgen_env() -> dict[str, str]:
-    return {k: str(v) for k, v in compose()["services"]["auditgen"]["environment"].items()}
+    """auditgen's environment in Compose, a ${NAME:-default} taken as Compose does with NAME unset."""
+    env = compose()["services"]["auditgen"]["environment"]
+    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
 
 
 def manifests() -> dict[str, dict[str, Any]]:
@@ -106,8 +109,13 @@ def manifests() -> dict[str, dict[str, Any]]:
     return found
 
 
+def workload() -> dict[str, Any]:
+    """The object of deploy/kubernetes with a pod template (the StatefulSet)."""
+    return next(o for o in manifests().values() if "template" in o.get("spec", {}))
+
+
 def container() -> dict[str, Any]:
-    containers = manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    containers = workload()["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     spec: dict[str, Any] = containers[0]
     return spec
@@ -164,15 +172,18 @@ def test_every_deployment_file_parses() -> None:
     are all there."""
     files = deploy_files()
     expected = {UNIT, ENV_FILE, COMPOSE, DEPLOY / "prometheus.yml", DASHBOARD}
-    expected |= {KUBERNETES / f"{n}.yaml" for n in ("deployment", "service", "configmap", "secret")}
+    expected |= {
+        KUBERNETES / f"{n}.yaml"
+        for n in ("statefulset", "service", "poddisruptionbudget", "configmap", "secret")
+    }
     assert expected <= set(files)
     for path in files:
         if path.suffix in (".yml", ".yaml"):
             assert all(doc is not None for doc in yaml.safe_load_all(path.read_text())), path
         elif path.suffix == ".json":
             json.loads(path.read_text())
-        elif path == UNIT:
-            assert {"Unit", "Service", "Install"} <= set(unit().sections())
+        elif path in (UNIT, TEMPLATE):
+            assert {"Unit", "Service", "Install"} <= set(unit(path).sections())
         elif path == ENV_FILE:
             assert dotenv_values(path)
         else:
@@ -245,8 +256,6 @@ def test_compose_runs_rabbitmq_auditgen_and_prometheus_on_the_default_ports() ->
     assert env["RABBITMQ_HOST"] == "rabbitmq"
     assert (int(env["APP_PORT"]), int(env["PROMETHEUS_PORT"])) == (APP_PORT, METRICS_PORT)
     assert {int(p.split(":")[-1]) for p in auditgen["ports"]} == {APP_PORT, METRICS_PORT}
-    mounts = {v.split(":")[1] for v in auditgen["volumes"]}
-    assert env["AUDITGEN_SPOOL_DIR"] in mounts
     assert seconds(auditgen["stop_grace_period"]) > SHUTDOWN_TIMEOUT
 
     prometheus = services["prometheus"]
@@ -254,7 +263,26 @@ def test_compose_runs_rabbitmq_auditgen_and_prometheus_on_the_default_ports() ->
     assert f"./prometheus.yml:{config_path}:ro" in prometheus["volumes"]
     jobs = {job["job_name"]: job for job in load_yaml(DEPLOY / "prometheus.yml")["scrape_configs"]}
     assert jobs["auditgen"].get("metrics_path", "/metrics") == "/metrics"
-    assert jobs["auditgen"]["static_configs"][0]["targets"] == [f"auditgen:{METRICS_PORT}"]
+    (lookup,) = jobs["auditgen"]["dns_sd_configs"]
+    assert (lookup["names"], lookup["type"], lookup["port"]) == (["auditgen"], "A", METRICS_PORT)
+
+
+def test_compose_scales_auditgen_to_replicas_with_their_own_ports_spools_and_names() -> None:
+    """`docker compose up --scale auditgen=N` works: auditgen publishes no fixed host port (Docker picks
+    one per replica, on loopback), mounts no named volume on its spool (each container gets its own from
+    the image's VOLUME, never one spool for all), sets no container name or host name (each replica's
+    host name, its default AUDITGEN_INSTANCE, differs), takes AUDITGEN_INSTANCES from the caller, and
+    Prometheus finds every replica by DNS rather than one static target."""
+    auditgen = compose()["services"]["auditgen"]
+    for port in auditgen["ports"]:
+        host, host_port, _ = str(port).split(":")
+        assert (host, host_port) == ("127.0.0.1", ""), port
+    spool = compose_auditgen_env()["AUDITGEN_SPOOL_DIR"]
+    assert spool in [json.loads(args)[0] for args in dockerfile_args("VOLUME")]
+    assert not [v for v in auditgen.get("volumes", []) if str(v).split(":")[1] == spool]
+    assert not {"container_name", "hostname"} & set(auditgen)
+    assert auditgen["environment"]["AUDITGEN_INSTANCES"] == "${AUDITGEN_INSTANCES:-1}"
+    assert "static_configs" not in load_yaml(DEPLOY / "prometheus.yml")["scrape_configs"][0]
 
 
 def test_compose_grafana_loads_the_dashboard_from_where_it_is_mounted() -> None:
@@ -296,12 +324,12 @@ def test_kubernetes_probes_ports_and_scrape_annotations_agree() -> None:
         assert path in routes
     service_ports = {p["port"]: p["targetPort"] for p in objects["Service"]["spec"]["ports"]}
     assert service_ports == {APP_PORT: "http", METRICS_PORT: "metrics"}
-    pod = objects["Deployment"]["spec"]["template"]
+    pod = workload()["spec"]["template"]
     annotations = pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == METRICS_PORT
     assert annotations["prometheus.io/path"] == "/metrics"
-    assert objects["Service"]["spec"]["selector"] == objects["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert objects["Service"]["spec"]["selector"] == workload()["spec"]["selector"]["matchLabels"]
     sources = {next(iter(ref.values()))["name"] for ref in spec["envFrom"]}
     assert sources == {objects["ConfigMap"]["metadata"]["name"], objects["Secret"]["metadata"]["name"]}
     data = objects["ConfigMap"]["data"]
@@ -312,20 +340,69 @@ def test_kubernetes_probes_ports_and_scrape_annotations_agree() -> None:
 
 
 def test_kubernetes_spool_is_the_mounted_claim() -> None:
-    """AUDITGEN_SPOOL_DIR is where the spool volume is mounted, the volume is the claim in the
-    manifests, and kustomization.yaml lists every manifest."""
+    """AUDITGEN_SPOOL_DIR is where the spool volume is mounted, the volume is the StatefulSet's claim
+    template (one ReadWriteOnce claim per pod, never shared, no pod volume of that name to shadow it),
+    and kustomization.yaml lists every manifest."""
     objects = manifests()
     mounts = {m["name"]: m["mountPath"] for m in container()["volumeMounts"]}
-    volumes = {v["name"]: v for v in objects["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    volumes = {v["name"] for v in workload()["spec"]["template"]["spec"]["volumes"]}
     spool_dir = objects["ConfigMap"]["data"]["AUDITGEN_SPOOL_DIR"]
     (name,) = [n for n, path in mounts.items() if path == spool_dir]
-    claim = volumes[name]["persistentVolumeClaim"]["claimName"]
-    assert claim == objects["PersistentVolumeClaim"]["metadata"]["name"]
+    (template,) = [t for t in workload()["spec"]["volumeClaimTemplates"] if t["metadata"]["name"] == name]
+    assert template["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert name not in volumes
+    assert "PersistentVolumeClaim" not in objects  # one claim for all pods would be shared
     assert (
         spool_dir == compose_auditgen_env()["AUDITGEN_SPOOL_DIR"] == unit_environment()["AUDITGEN_SPOOL_DIR"]
     )
     listed = set(objects["Kustomization"]["resources"])
     assert listed == {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_kubernetes_runs_named_instances_with_a_headless_service_and_a_disruption_budget() -> None:
+    """Each pod's AUDITGEN_INSTANCE is its own name (stable: auditgen-0, auditgen-1, ...), the ConfigMap's
+    AUDITGEN_INSTANCES is the StatefulSet's replica count, the governing Service is headless and lists
+    pods that are not ready yet, and the disruption budget selects these pods and lets one go at a time."""
+    objects = manifests()
+    statefulset = objects["StatefulSet"]
+    assert "Deployment" not in objects
+    env = {e["name"]: e for e in container().get("env", [])}
+    assert env["AUDITGEN_INSTANCE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert int(objects["ConfigMap"]["data"]["AUDITGEN_INSTANCES"]) == statefulset["spec"]["replicas"] > 1
+    service = objects["Service"]
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    budget = objects["PodDisruptionBudget"]["spec"]
+    assert budget["selector"] == statefulset["spec"]["selector"]
+    assert budget["maxUnavailable"] == 1
+
+
+def test_prometheus_in_kubernetes_names_each_target_by_its_pod() -> None:
+    """The Kubernetes scrape job keeps the StatefulSet's pods that ask to be scraped, on their annotated
+    port and path, and sets `instance` to the pod name, which is also the pod's AUDITGEN_INSTANCE: the
+    dashboard's per-instance panels and the messages' header name an instance alike."""
+    (job,) = load_yaml(DEPLOY / "prometheus-kubernetes.yml")["scrape_configs"]
+    assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
+    rules = job["relabel_configs"]
+    keep = {r["source_labels"][0]: r["regex"] for r in rules if r.get("action") == "keep"}
+    pod = workload()["spec"]["template"]["metadata"]
+    (name_label,) = [k for k in keep if k.startswith("__meta_kubernetes_pod_label_")]
+    assert pod["labels"]["app.kubernetes.io/name"] == keep[name_label] == "auditgen"
+    assert name_label == "__meta_kubernetes_pod_label_app_kubernetes_io_name"
+    assert keep["__meta_kubernetes_pod_annotation_prometheus_io_scrape"] == "true"
+    targets = {r.get("target_label"): r for r in rules}
+    assert targets["__metrics_path__"]["source_labels"] == [
+        "__meta_kubernetes_pod_annotation_prometheus_io_path"
+    ]
+    address = targets["__address__"]
+    assert address["source_labels"][1] == "__meta_kubernetes_pod_annotation_prometheus_io_port"
+    joined = f"10.1.2.3:5000;{pod['annotations']['prometheus.io/port']}"
+    assert re.sub(f"^(?:{address['regex']})$", address["replacement"].replace("$", "\\"), joined) == (
+        f"10.1.2.3:{METRICS_PORT}"
+    )
+    assert targets["instance"]["source_labels"] == ["__meta_kubernetes_pod_name"]
+    env = {e["name"]: e for e in container()["env"]}
+    assert env["AUDITGEN_INSTANCE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 def exported_series() -> dict[str, set[str]]:
@@ -394,12 +471,32 @@ def test_dashboard_covers_the_issue_and_uses_its_datasource_variable() -> None:
         assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
 
 
+def test_dashboard_adds_instances_up_and_breaks_them_down() -> None:
+    """For the generator rate, confirmed events, the outbox and the broker state there is a query per
+    instance (grouped by the `instance` label the scrape adds) and, but for the broker state, one total
+    across instances; the instance count is on the board too."""
+    queries = dashboard_queries()
+    for metric, total in (
+        ("generator_rate", True),
+        ("published_success_total", True),
+        ("outbox_events", True),
+        ("rabbitmq_connection_status", False),
+        ("rabbitmq_blocked", False),
+    ):
+        named = [q for q in queries if f"{PREFIX}_{metric}" in q]
+        assert [q for q in named if re.search(r"\bby \(instance\)", q)], f"no per-instance {metric}"
+        if total:
+            assert [q for q in named if q.startswith("sum(") and " by (" not in q], f"no total of {metric}"
+    assert [q for q in queries if q.startswith("count(count by (instance)")]
+
+
 # -- the spool and the health check of the image ------------------------------------------------------
 
 
 def test_image_spools_by_default_on_a_volume_that_compose_kubernetes_and_systemd_agree_on() -> None:
     """The image sets AUDITGEN_SPOOL_DIR and declares it a VOLUME (after every RUN, which would otherwise
-    change it in vain); Compose mounts a named volume there, and Kubernetes and systemd use the same path."""
+    change it in vain); Compose keeps that volume (one per replica), and Kubernetes and systemd use the
+    same path."""
     spool = dockerfile_env()["AUDITGEN_SPOOL_DIR"]
     assert [json.loads(args) for args in dockerfile_args("VOLUME")] == [[spool]]
     names = [name for name, _ in dockerfile_instructions()]
@@ -407,9 +504,8 @@ def test_image_spools_by_default_on_a_volume_that_compose_kubernetes_and_systemd
     assert compose_auditgen_env()["AUDITGEN_SPOOL_DIR"] == spool
     assert manifests()["ConfigMap"]["data"]["AUDITGEN_SPOOL_DIR"] == spool
     assert unit_environment()["AUDITGEN_SPOOL_DIR"] == spool
-    mounts = dict(v.split(":")[:2] for v in compose()["services"]["auditgen"]["volumes"])
-    (volume,) = [source for source, target in mounts.items() if target == spool]
-    assert volume in compose()["volumes"]  # a named volume: it outlives the container
+    # Compose mounts nothing over it: each replica keeps the image's volume, its own spool.
+    assert "volumes" not in compose()["services"]["auditgen"]
 
 
 def test_deployment_docs_show_how_to_opt_out_of_the_spool() -> None:
@@ -616,16 +712,11 @@ def kubernetes_versions() -> list[str]:
     return [versions[0], versions[-1]]
 
 
-def workload() -> dict[str, Any]:
-    """The object of deploy/kubernetes with a pod template (Deployment, or a StatefulSet later)."""
-    return next(o for o in manifests().values() if "template" in o.get("spec", {}))
-
-
 def test_kubernetes_manifests_are_valid_against_the_api_schemas() -> None:
     """Every object (Kustomize's own file aside) is valid, in strict mode (no field the API does not
     know), against the schemas of the oldest and the newest Kubernetes release kubernetes-validate ships."""
     objects = {kind: o for kind, o in manifests().items() if kind != "Kustomization"}
-    assert {"ConfigMap", "Secret", "Service", "PersistentVolumeClaim"} <= set(objects)
+    assert {"ConfigMap", "Secret", "Service", "StatefulSet", "PodDisruptionBudget"} <= set(objects)
     for kind, obj in objects.items():
         for version in kubernetes_versions():
             try:
@@ -644,9 +735,12 @@ def test_kubernetes_schema_check_catches_a_misspelt_field() -> None:
         kubernetes_validate.validate(broken, kubernetes_versions()[-1], strict=True)
 
 
-def systemd_verify(unit_text: str, folder: Path) -> tuple[int, str]:
-    """(exit code, output) of `systemd-analyze verify` on this unit text. The ExecStart program is swapped
-    for this venv's twistd (the same program, installed elsewhere), since verify checks that it exists."""
+def systemd_verify(
+    unit_text: str, folder: Path, name: str = UNIT.name, instance: str | None = None
+) -> tuple[int, str]:
+    """(exit code, output) of `systemd-analyze verify` on this unit text, saved as `name` (a template is
+    verified as its unit of `instance`). The ExecStart program is swapped for this venv's twistd (the same
+    program, installed elsewhere), since verify checks that it exists."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         reason = "systemd-analyze is not installed (Debian: apt-get install systemd; .ci/run installs it)"
@@ -654,8 +748,10 @@ def systemd_verify(unit_text: str, folder: Path) -> tuple[int, str]:
             pytest.fail(reason)
         pytest.skip(reason)
     program = unit()["Service"]["ExecStart"].split()[0]
-    path = folder / UNIT.name
+    path = folder / name
     path.write_text(unit_text.replace(f"ExecStart={program} ", f"ExecStart={TWISTD} "))
+    if instance is not None:
+        path = folder / name.replace("@.", f"@{instance}.")
     command = [analyze, "verify", "--man=no", str(path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     return result.returncode, (result.stdout + result.stderr).strip()
@@ -672,3 +768,39 @@ def test_systemd_analyze_verify_reports_a_misspelt_directive(tmp_path: Path) -> 
     text = UNIT.read_text().replace("ProtectSystem=strict", "ProtectSytem=strict")
     _, output = systemd_verify(text, tmp_path)
     assert "ProtectSytem" in output
+
+
+def test_systemd_template_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd accepts an instance of the template unit (auditgen@01.service) with no error or warning."""
+    assert systemd_verify(TEMPLATE.read_text(), tmp_path, TEMPLATE.name, "01") == (0, "")
+
+
+def test_systemd_template_instance_picks_its_ports_spool_and_identity() -> None:
+    """The instance name NN gives the API port 50NN and the metrics port 80NN, the identity <host>-NN and
+    the spool /var/lib/auditgen/NN (its own StateDirectory and working directory), as options or unit
+    settings no shared environment file overrides; an optional per-instance file follows the shared one.
+    Everything else (restart, user, hardening, stop timeout, install) is the single unit's, line for line.
+    """
+    template, single = unit(TEMPLATE)["Service"], unit(UNIT)["Service"]
+    command = template["ExecStart"].split()
+    assert command[: len(single["ExecStart"].split())] == single["ExecStart"].split()
+    options = dict(arg.split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
+    assert options["--instance"] == "%H-%i"
+    ports = {options["--app-port"], options["--prometheus-port"]}
+    assert ports == {f"{APP_PORT // 100}%i", f"{METRICS_PORT // 100}%i"}
+    for spec_option in ("--app-port", "--prometheus-port", "--instance"):
+        assert spec_option.removeprefix("--") in {spec.option for spec in SPECS}
+        SPEC_BY_ENV[next(s.env for s in SPECS if f"--{s.option}" == spec_option)].parse(
+            options[spec_option].replace("%i", "01").replace("%H", "vm1.example.com")
+        )
+    spool = unit_environment(TEMPLATE)["AUDITGEN_SPOOL_DIR"]
+    assert spool == "/var/lib/auditgen/%i" == f"/var/lib/{template['StateDirectory']}"
+    assert spool == template["WorkingDirectory"]
+    files = re.findall(r"^EnvironmentFile=(.*)$", TEMPLATE.read_text(), flags=re.MULTILINE)
+    assert files == [single["EnvironmentFile"], "-/etc/auditgen/auditgen-%i.env"]
+    picked = {"ExecStart", "EnvironmentFile", "Environment", "StateDirectory", "WorkingDirectory"}
+    assert {k: v for k, v in template.items() if k not in picked} == {
+        k: v for k, v in single.items() if k not in picked
+    }
+    assert dict(unit(TEMPLATE)["Install"]) == dict(unit(UNIT)["Install"])
+    assert "AUDITGEN_SPOOL_DIR" not in env_file_values()  # the shared file would give all one spool

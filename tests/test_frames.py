@@ -19,6 +19,7 @@ def pika_frames(
     ts: int,
     frame_max: int,
     exchange: str = "",
+    headers: dict[str, str] | None = None,
 ) -> bytes:
     """What pika's Connection._send_message writes for the same publish."""
     method = frame.Method(channel, spec.Basic.Publish(exchange=exchange, routing_key=queue, mandatory=True))
@@ -29,6 +30,7 @@ def pika_frames(
         timestamp=ts,
         type=type_,
         app_id="audit-event-generator",
+        headers=headers,
     )
     out = [method.marshal(), frame.Header(channel, len(body), properties).marshal()]
     step = frame_max - 8
@@ -93,3 +95,15 @@ def test_the_key_cache_is_bounded() -> None:
     assert len(frames._methods) == frames_module._MAX_CACHED_KEYS
     late = f"k.{frames_module._MAX_CACHED_KEYS + 10}"
     assert frames.encode(b"{}", "i", "t", 5, late) == pika_frames(1, late, b"{}", "i", "t", 5, 131072, "x")
+
+
+def test_frames_with_the_instance_header_match_pika() -> None:
+    """The instance's header (a field table between content type and delivery mode) is marshaled as pika
+    would, and the other properties stay where they were."""
+    headers = {"x-auditgen-instance": "auditgen-2"}
+    frames = PublishFrames(1, "", "audit_events", "audit-event-generator", 4096, headers=headers)
+    for n, body in enumerate([b'{"n":1}', b"{" + b"z" * 5000 + b"}"]):
+        mine = frames.encode(body, f"id-{n}", "user_login", 1_795_806_443, None)
+        assert mine == pika_frames(
+            1, "audit_events", body, f"id-{n}", "user_login", 1_795_806_443, 4096, headers=headers
+        )

@@ -28,6 +28,7 @@ from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 
 APP_ID = "audit-event-generator"
+INSTANCE_HEADER = "x-auditgen-instance"
 
 
 class Publisher(Service):
@@ -48,6 +49,7 @@ class Publisher(Service):
         topology: Topology | None = None,
         tls: ClientTLS | None = None,
         dial: Dial | None = None,
+        instance: str | None = None,
     ) -> None:
         # The namespace operators filter the JSON log on, kept from before the publisher was a subpackage
         # (a Logger class attribute would take the new module's name).
@@ -68,6 +70,7 @@ class Publisher(Service):
             shutdown_timeout=shutdown_timeout,
             backoff=backoff,
             tls=tls,
+            name=f"auditgen {instance}" if instance else "auditgen",
             dial=dial,
         )
         self.window = ConfirmWindow(
@@ -79,11 +82,17 @@ class Publisher(Service):
             size=max_unconfirmed,
             redeclares=self._topology.declare,
         )
-        self._frames = PublishFrames(1, self._topology.exchange, queue, APP_ID, 131072)
+        # Which instance made a message: a header, since app_id is the older service's fixed value.
+        self._headers = {INSTANCE_HEADER: instance} if instance else None
+        self._frames = self._publish_frames(1, 131072)
         self._pump_call: IDelayedCall | None = None
         self._redeclaring = False
         self._drained: defer.Deferred[None] | None = None
         self._ever_connected = False
+
+    def _publish_frames(self, channel: int, frame_max: int) -> PublishFrames:
+        exchange = self._topology.exchange
+        return PublishFrames(channel, exchange, self._queue, APP_ID, frame_max, headers=self._headers)
 
     # -- state seen by /healthz and the metrics ------------------------------------------------
 
@@ -139,9 +148,7 @@ class Publisher(Service):
         )
         await declare_on_new_channel(channel, self._topology)
         channel.add_on_return_callback(self._on_return)
-        self._frames = PublishFrames(
-            channel.channel_number, self._topology.exchange, self._queue, APP_ID, conn.frame_max
-        )
+        self._frames = self._publish_frames(channel.channel_number, conn.frame_max)
         self.window.new_channel()
 
     def opened(self, conn: AMQPConnection, channel: TwistedChannel) -> None:

@@ -137,6 +137,20 @@ def paths(value: str) -> tuple[str, ...]:
     return items
 
 
+_INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,252}")
+
+
+def instance_name(text: str) -> str:
+    """A name safe in a label value, an AMQP header, a log line and a seed: letters, digits, . _ @ : -."""
+    value = text.strip()
+    if not _INSTANCE.fullmatch(value):
+        raise ValueError(
+            "expected a name of 1 to 253 letters, digits, '.', '_', '@', ':' or '-', starting with a letter "
+            "or digit (such as auditgen-0)"
+        )
+    return value
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         chosen = value.strip().lower()

@@ -6,6 +6,7 @@ table's keys, and what each one means is said there, once.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 
 from auditgen.amqp.topology import Topology
@@ -121,13 +122,32 @@ class GeneratorSettings:
     interval: float
     rate: float | None
     seed: str | None
+    instance: str | None  # None: the host name (see `identity`)
+    instances: int
+    rate_scope: str
 
     @property
     def events_per_second(self) -> float:
-        """The generator's rate: AUDITGEN_RATE, else one event per interval, else 0 (off)."""
-        if self.rate is not None:
-            return self.rate
-        return 1.0 / self.interval if self.interval > 0 else 0.0
+        """The generator's rate: AUDITGEN_RATE, else one event per interval, else 0 (off); with
+        AUDITGEN_RATE_SCOPE=total, this instance's share of it."""
+        rate = self.rate if self.rate is not None else 1.0 / self.interval if self.interval > 0 else 0.0
+        return rate / self.instances if self.rate_scope == "total" else rate
+
+    @property
+    def identity(self) -> str:
+        """The name this instance goes by in its messages and its AMQP connection: AUDITGEN_INSTANCE, else
+        the host name (a StatefulSet's pod name, a container's id)."""
+        return self.instance or socket.gethostname()
+
+    @property
+    def stream_seed(self) -> str | None:
+        """The seed the random streams derive from: AUDITGEN_SEED, joined with the instance once instances
+        are named (AUDITGEN_INSTANCE set, or AUDITGEN_INSTANCES above 1), so that no two instances make the
+        same events and each repeats its own. A lone unnamed instance keeps the seed as it is, so its
+        events do not change with the host (a container's host name changes on every run)."""
+        if self.seed is None or (self.instance is None and self.instances == 1):
+            return self.seed
+        return f"{self.seed}/{self.identity}"
 
 
 @dataclass(frozen=True)

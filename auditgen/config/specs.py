@@ -19,6 +19,7 @@ from auditgen.shapes import SHAPES, ShapeSettings
 MAX_RATE = 100_000
 MAX_SESSIONS = 100_000
 MAX_SCENARIO_RATE = 1000  # every generated event part of a scenario
+MAX_INSTANCES = 10_000
 
 TOPICS: dict[str, str] = {
     "broker": "Broker",
@@ -212,7 +213,25 @@ SPECS: tuple[Spec, ...] = (
         "Any text; the same seed and settings make the same generated events in the same order, "
         "`event_id`s included (still UUID4s), at any rate and in any shape (with `poisson`, at the same "
         "times); only timestamps follow the clock. API-triggered events draw from their own seeded "
-        "stream, so calls do not shift the generated sequence.",
+        "stream, so calls do not shift the generated sequence. With named instances, each derives its "
+        "own streams from the seed and its name (`AUDITGEN_INSTANCE`).",
+    ),
+    Spec(
+        "generator", "instance", "AUDITGEN_INSTANCE", "instance", None, p.instance_name,
+        "This instance's name, in each message's `x-auditgen-instance` header, its AMQP connection name "
+        "and its seed (unset: the host name; a StatefulSet's pod name).",
+    ),
+    Spec(
+        "generator", "instances", "AUDITGEN_INSTANCES", "instances", "1", p.int_from(1, MAX_INSTANCES),
+        f"How many instances share the load (1 to {MAX_INSTANCES}): with a seed, each derives its own "
+        "streams from the seed and its name; with `AUDITGEN_RATE_SCOPE=total`, each makes this share of the "
+        "rate.",
+    ),
+    Spec(
+        "generator", "rate_scope", "AUDITGEN_RATE_SCOPE", "rate-scope", "instance",
+        p.choice("instance", "total"),
+        "`instance`: `AUDITGEN_RATE` (or the interval) is this instance's rate; `total`: the rate of all "
+        "`AUDITGEN_INSTANCES` together, of which each instance generates an equal share.",
     ),
     # -- shape: the fields of shapes.ShapeSettings, its defaults and its checks (those of PUT /generator)
     Spec(
