@@ -2,7 +2,7 @@
 
 They are read once, when the options are parsed, so a bad file stops start-up with a usage error that
 names the file (and the line, for a syntax error; the template and the field, for bad content) before
-any port opens. The format is the built-in templates.json's (see the README's "Templates").
+any port opens. The format is the built-in templates.json's (see docs/templates.md).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Templates are data: ``auditgen/templates.json``, plus the user's own files (audi
 them, Catalog.from_sources merges them). Everything is checked when a catalog loads, and each value spec
 is compiled into a small function then, so generating an event never validates anything and never fails.
 
-The file format (pools, templates, and the value specs that draw each field) is described in the README's
-"Templates" section and, as a JSON Schema, in ``auditgen/templates.schema.json``; keep all three in step.
+The file format (pools, templates, and the value specs that draw each field) is described in docs/templates.md
+and, as a JSON Schema, in ``auditgen/templates.schema.json``; keep all three in step.
 Pools are declared once and referred to as ``"@name"``; ``hosts`` and ``users`` are required, and fill
 ``server_hostname`` and ``user_id`` wherever a template does not say how (from the event's session first,
 if it has one). Every JSON object in a template is read as a value spec, so a typo such as

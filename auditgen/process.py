@@ -43,7 +43,7 @@ def warn_about_secrets(s: Settings) -> None:
         log.warn(
             "{option} was given on the command line: it is now hidden from the process list, but any user "
             "of this machine could read it there until now, and shell history keeps it; give it in the "
-            "environment or in a file (see README, Security)",
+            "environment or in a file (see docs/security.md)",
             event="config.secret_on_command_line",
             option=option,
         )
