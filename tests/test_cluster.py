@@ -156,7 +156,7 @@ def _expected_ids(instance: str, count: int) -> list[str]:
     from auditgen.events import Catalog, EventFactory, seeded_rng
 
     settings = load_settings({"seed": SEED, "instance": instance, "instances": "3"}, {}, {})
-    factory = EventFactory(Catalog.builtin(), seeded_rng(settings.stream_seed, "generator"))
+    factory = EventFactory(Catalog.builtin(), seeded_rng(settings.generator.stream_seed, "generator"))
     return [factory.generate()["event_id"] for _ in range(count)]
 
 

@@ -1,6 +1,6 @@
 """Many instances, one seed: each instance's streams are its own and repeat for the same name.
 
-The seed joined with the instance's name (Settings.stream_seed) feeds every random stream the service
+The seed joined with the instance's name (GeneratorSettings.stream_seed) feeds every random stream the service
 builds (tap.makeService); these tests drive the same streams in memory, so that the scenario ids of a
 generated scenario mix, and the events of the generator, can be compared between instances.
 """
@@ -19,7 +19,7 @@ NAMES = ("auditgen-0", "auditgen-1", "auditgen-2")
 def mixed(instance: str, events: int = 600) -> tuple[list[str], list[str]]:
     """(event_ids, scenario ids) of the first events of this instance's generator with a scenario mix,
     built from its settings' stream seed as makeService builds them."""
-    seed = load_settings({"seed": "load-7", "instance": instance, "instances": "3"}, {}, {}).stream_seed
+    seed = load_settings({"seed": "load-7", "instance": instance, "instances": "3"}, {}, {}).generator.stream_seed
     runs: list[Run] = []
     inner = EventFactory(CATALOG, seeded_rng(seed, "generator")).generate
     mix = ScenarioMix(inner, CATALOG, seeded_rng(seed, "generated-scenarios"), 50, runs.append)
