@@ -19,7 +19,8 @@ NAMES = ("auditgen-0", "auditgen-1", "auditgen-2")
 def mixed(instance: str, events: int = 600) -> tuple[list[str], list[str]]:
     """(event_ids, scenario ids) of the first events of this instance's generator with a scenario mix,
     built from its settings' stream seed as makeService builds them."""
-    seed = load_settings({"seed": "load-7", "instance": instance, "instances": "3"}, {}, {}).generator.stream_seed
+    given = {"seed": "load-7", "instance": instance, "instances": "3"}
+    seed = load_settings(given, {}, {}).generator.stream_seed
     runs: list[Run] = []
     inner = EventFactory(CATALOG, seeded_rng(seed, "generator")).generate
     mix = ScenarioMix(inner, CATALOG, seeded_rng(seed, "generated-scenarios"), 50, runs.append)
