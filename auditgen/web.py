@@ -45,6 +45,16 @@ CLOSING_RETRY_AFTER_SECONDS = 5  # shutting down: ask again once this instance (
 NO_GENERATOR = "this service has no generator to control"
 
 
+class Mounted(Protocol):
+    """Routes of their own served under some of the API's paths (auditgen.verdicts.routes.VerdictRoutes)."""
+
+    def resource(self, request: IRequest) -> IResource:
+        """What answers this request, whose path after the mount point is request.postpath."""
+
+    def track(self, run: Run, confirmations: Mapping[str, Deferred[Any] | None]) -> None:
+        """Score a scenario run the API started (its events were accepted)."""
+
+
 class GeneratorControl(Protocol):
     """What the control API needs of the generator; auditgen.generator.Generator provides it."""
 
@@ -145,8 +155,11 @@ class AuditAPI:
         generator: GeneratorControl | None = None,
         scenarios: ScenarioRunner | None = None,
         token: str | None = None,
+        verdicts: Mounted | None = None,
     ) -> None:
-        """Without a generator, GET and PUT /generator answer 404."""
+        """Without a generator, GET and PUT /generator answer 404; without verdicts, /alerts and
+        /campaigns do."""
+        self._verdicts = verdicts
         self._generator = generator
         self._openapi: bytes | None = None
         self._factory = factory
@@ -304,6 +317,8 @@ class AuditAPI:
     def _scenario_accepted(self, entries: list[Entry], run: Run, request: IRequest) -> Deferred[bytes]:
         assert self._scenarios is not None
         self._scenarios.report(run)
+        if self._verdicts is not None:
+            self._verdicts.track(run, {e.event_id: e.confirmed for e in entries})
         answer = {
             "scenario": run.scenario,
             "scenario_id": run.scenario_id,
@@ -314,6 +329,14 @@ class AuditAPI:
         return self._all_confirmed(entries).addCallback(
             lambda s: json_response(request, 202, {"status": s, **answer})
         )
+
+    @app.route("/alerts", branch=True)
+    @app.route("/campaigns", branch=True)
+    def verdict_routes(self, request: IRequest) -> IResource:
+        """Alerts in, campaigns and their verdicts: auditgen/verdicts/routes.py."""
+        if self._verdicts is None:
+            raise NotFound()
+        return self._verdicts.resource(request)
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
