@@ -21,10 +21,12 @@ from dotenv import dotenv_values
 
 from auditgen import shapes
 from auditgen.routing import EXCHANGE_TYPES, QUEUE_TYPES, RoutingKey, Topology, parse_template
+from auditgen.verdicts.alerts import DEFAULT_EVENT_FIELDS, parse_event_fields, parse_key_fields
 
 MAX_RATE = 100_000
 MAX_SESSIONS = 100_000
 MAX_SCENARIO_RATE = 1000  # every generated event part of a scenario
+MAX_DETECTION_TIMEOUT = 3600.0  # seconds
 
 
 class ConfigError(ValueError):
@@ -135,6 +137,12 @@ class Settings:
     """The options that carried a secret on the command line, where the process list shows it."""
     log_format: str = "text"
     log_level: str = "info"
+    alerts_queue: str | None = None
+    alerts_exchange: str | None = None
+    alerts_binding_key: str = "#"
+    alert_event_fields: tuple[str, ...] = DEFAULT_EVENT_FIELDS
+    alert_key_fields: dict[str, str] | None = None
+    detection_timeout: float = 60.0
 
     @property
     def events_per_second(self) -> float:
@@ -764,6 +772,59 @@ SPECS: tuple[Spec, ...] = (
         "Lowest level logged; debug adds the repeats of a state already reported (each nack, each event a "
         "failing spool refused).",
     ),
+    Spec(
+        "alerts_queue",
+        "AUDITGEN_ALERTS_QUEUE",
+        "alerts-queue",
+        None,
+        _text,
+        "Queue to consume the pipeline's alerts from (declared durable), to score scenario runs; unset: "
+        "alerts come only by POST /alerts.",
+    ),
+    Spec(
+        "alerts_exchange",
+        "AUDITGEN_ALERTS_EXCHANGE",
+        "alerts-exchange",
+        None,
+        _text,
+        "Exchange the pipeline publishes alerts to: auditgen binds a queue of its own to it (instead of "
+        "AUDITGEN_ALERTS_QUEUE), so other consumers of the alerts keep theirs.",
+    ),
+    Spec(
+        "alerts_binding_key",
+        "AUDITGEN_ALERTS_BINDING_KEY",
+        "alerts-binding-key",
+        "#",
+        _any_text,
+        "Key binding auditgen's own queue to AUDITGEN_ALERTS_EXCHANGE.",
+    ),
+    Spec(
+        "alert_event_fields",
+        "AUDITGEN_ALERT_EVENT_FIELDS",
+        "alert-event-fields",
+        ",".join(DEFAULT_EVENT_FIELDS),
+        parse_event_fields,
+        "Comma-separated dotted paths where an alert names the events that triggered it (a string or a "
+        "list of strings at each).",
+    ),
+    Spec(
+        "alert_key_fields",
+        "AUDITGEN_ALERT_KEY_FIELDS",
+        "alert-key-fields",
+        None,
+        parse_key_fields,
+        "For alerts that name no event: key=dotted.path pairs mapping a scenario's grouping keys to alert "
+        "fields, e.g. user_id=triggered_by.actor_id,server_hostname=impacted_resource.server_hostname.",
+    ),
+    Spec(
+        "detection_timeout",
+        "AUDITGEN_DETECTION_TIMEOUT",
+        "detection-timeout",
+        "60",
+        _number_from("seconds", 0.001, MAX_DETECTION_TIMEOUT),
+        "Seconds after a scenario run's last confirmed event that an alert may take before the run is "
+        "missed (or quiet); campaigns may set their own.",
+    ),
 )
 
 _BROKER_KEYS = ("host", "port", "user", "password", "vhost")
@@ -845,6 +906,7 @@ def load_settings(
             f"invalid AUDITGEN_GROUND_TRUTH_QUEUE: {values['queue']!r}: expected a queue other than "
             "RABBITMQ_QUEUE; records there would reach the event consumers"
         )
+    _check_alerts(given, values)
     secret_options = tuple(
         f"--{spec.option}"
         for spec in SPECS
@@ -891,3 +953,17 @@ def _check_tls(given: Mapping[str, str], values: Mapping[str, Any], brokers: tup
             load_client_certificate(values["tls_cert_file"], values["tls_key_file"])
         except ValueError as e:
             raise ConfigError(f"invalid {cert} / {key}: {e}") from None
+
+
+def _check_alerts(given: Mapping[str, str], values: Mapping[str, Any]) -> None:
+    """One source of alerts, and never a queue that holds events or ground truth."""
+    queue, exchange = values["alerts_queue"], values["alerts_exchange"]
+    if queue is not None and exchange is not None:
+        raise ConfigError(f"{given['alerts_queue']} and {given['alerts_exchange']} are both set; use one")
+    if "alerts_binding_key" in given and exchange is None:
+        raise ConfigError(f"{given['alerts_binding_key']} is set without AUDITGEN_ALERTS_EXCHANGE")
+    if queue is not None and queue in (values["queue"], values["ground_truth_queue"]):
+        raise ConfigError(
+            f"invalid {given['alerts_queue']}: {queue!r}: expected a queue other than RABBITMQ_QUEUE and "
+            "AUDITGEN_GROUND_TRUTH_QUEUE; consuming it would take events from their consumers"
+        )
