@@ -21,7 +21,7 @@ from auditgen.verdicts.routes import VerdictRoutes
 from auditgen.verdicts.starter import OutboxStarter
 from auditgen.verdicts.verdicts import Tracker
 from auditgen.web import AuditAPI, openapi_document
-from tests.verdict_fakes import platform_alert
+from tests.verdict_fakes import Health, platform_alert
 
 JSON = {"content-type": ["application/json"]}
 
@@ -30,14 +30,6 @@ def assert_documented(body: Any, schema_name: str) -> None:
     """The answer matches its schema in the OpenAPI document."""
     components = openapi_document(None)["components"]
     jsonschema.validate(body, {"$ref": f"#/components/schemas/{schema_name}", "components": components})
-
-
-class Health:
-    connected: bool = True
-    blocked: bool = False
-    unconfirmed: int = 0
-    last_error: str | None = None
-    address: str = "amqp://guest@localhost:5672/"
 
 
 class Api:

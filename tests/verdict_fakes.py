@@ -40,3 +40,13 @@ def platform_alert(event_id: str, user: str = "mallory", host: str = "web-01") -
         "correlation_id": event_id,
         "raw_event_data": {"event_id": event_id, "user_id": user, "server_hostname": host},
     }
+
+
+class Health:
+    """A broker link that is always up, for an AuditAPI the test builds."""
+
+    connected: bool = True
+    blocked: bool = False
+    unconfirmed: int = 0
+    last_error: str | None = None
+    address: str = "amqp://guest@127.0.0.1:5672/"

@@ -281,15 +281,19 @@ class Tracker:
         for alert in parsed.alerts:
             results[self.record(alert)] += 1
         for problem in parsed.malformed:
-            self.malformed_count += 1
-            self._count(source, "malformed")
-            self.log.warn(
-                "malformed alert from {source}: {problem}",
-                event="verdicts.malformed_alert",
-                source=source,
-                problem=problem,
-            )
+            self.malformed(source, problem)
         return {**results, "malformed": len(parsed.malformed), "errors": parsed.malformed}
+
+    def malformed(self, source: str, problem: str) -> None:
+        """Count and log an alert that could not be read (it is dropped: it names nothing we could use)."""
+        self.malformed_count += 1
+        self._count(source, "malformed")
+        self.log.warn(
+            "malformed alert from {source}: {problem}",
+            event="verdicts.malformed_alert",
+            source=source,
+            problem=problem,
+        )
 
     def record(self, alert: Alert) -> str:
         """Match one alert: "matched" (to a run in time), "late" (only to runs past their deadline) or
