@@ -9,7 +9,6 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from auditgen.events import Catalog
@@ -26,27 +25,8 @@ from auditgen.verdicts.campaigns import (
 )
 from auditgen.verdicts.junit import junit_xml
 from auditgen.verdicts.starter import OutboxStarter
-from auditgen.verdicts.verdicts import ScenarioRun, Tracker
-from tests.verdict_fakes import FakeRun
-
-
-class FakeStarter:
-    """Prepares FakeRuns; refuses to send while busy; every event is confirmed as soon as it is sent."""
-
-    def __init__(self) -> None:
-        self.busy = False
-        self.sent: list[str] = []
-
-    def prepare(self, spec: RunSpec) -> ScenarioRun:
-        if spec.scenario == "unknown":
-            raise BadRequest("no scenario 'unknown'")
-        return FakeRun(scenario=spec.scenario, keys={"user_id": f"u{len(self.sent)}"})
-
-    def send(self, run: ScenarioRun) -> Deferred[Mapping[str, Deferred[Any] | None]]:
-        if self.busy:
-            raise Busy("outbox full")
-        self.sent.append(run.scenario)
-        return succeed({})
+from auditgen.verdicts.verdicts import Tracker
+from tests.verdict_fakes import FakeStarter
 
 
 def campaigns(clock: Clock) -> tuple[Campaigns, Tracker, FakeStarter]:

@@ -4,8 +4,15 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+
+from auditgen.validation import BadRequest
+from auditgen.verdicts.campaigns import Busy, RunSpec
+from auditgen.verdicts.verdicts import ScenarioRun
 
 _ids = itertools.count(1)
 
@@ -50,3 +57,22 @@ class Health:
     unconfirmed: int = 0
     last_error: str | None = None
     address: str = "amqp://guest@127.0.0.1:5672/"
+
+
+class FakeStarter:
+    """Prepares FakeRuns; refuses to send while busy; every event is confirmed as soon as it is sent."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.sent: list[str] = []
+
+    def prepare(self, spec: RunSpec) -> ScenarioRun:
+        if spec.scenario == "unknown":
+            raise BadRequest("no scenario 'unknown'")
+        return FakeRun(scenario=spec.scenario, keys={"user_id": f"u{len(self.sent)}"})
+
+    def send(self, run: ScenarioRun) -> Deferred[Mapping[str, Deferred[Any] | None]]:
+        if self.busy:
+            raise Busy("outbox full")
+        self.sent.append(run.scenario)
+        return succeed({})

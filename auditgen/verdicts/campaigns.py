@@ -325,6 +325,26 @@ class Campaigns:
         self.add(campaign)
         return campaign
 
+    def resume(self, campaign: Campaign) -> None:
+        """Follow a campaign read back from the store: its runs not yet sent (or no longer known) are
+        prepared again, with new ids; a spec that no longer prepares (a scenario gone) is logged and left
+        pending."""
+        for n, spec in enumerate(campaign.specs):
+            if campaign.runs[n] is None and campaign.finished is None:
+                try:
+                    run = self._starter.prepare(spec)
+                except BadRequest as e:
+                    self.log.error(
+                        "campaign {campaign}: a run cannot be prepared again after the restart: {error}",
+                        event="verdicts.campaign_run_unprepared",
+                        campaign=campaign.campaign_id,
+                        error=str(e),
+                    )
+                    continue
+                campaign.planned[n] = run
+                campaign.scenario_ids[n] = run.scenario_id
+        self.add(campaign)
+
     def add(self, campaign: Campaign) -> None:
         """Follow a campaign (a new one, or one restored from the store): send what is left to send."""
         self._campaigns[campaign.campaign_id] = campaign

@@ -8,11 +8,14 @@ counted and logged as malformed and acknowledged too: sent again it would be jus
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pika.adapters.twisted_connection import TwistedChannel
-from pika.exceptions import ChannelClosed, ConnectionClosed, ConsumerCancelled
+from pika.exceptions import ChannelClosed, ChannelWrongStateError, ConnectionClosed, ConsumerCancelled
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from auditgen.metrics import Metrics
@@ -37,7 +40,10 @@ class AlertConsumer:
         binding_key: str = "#",
         metrics: Metrics | None = None,
         prefetch: int = PREFETCH,
+        recorded: Callable[[], Deferred[None]] = lambda: succeed(None),
     ) -> None:
+        """recorded() fires once what the tracker holds is stored (VerdictStore.flushed): the ack waits
+        for it."""
         if (queue is None) == (exchange is None):
             raise ValueError("give a queue or an exchange, not both")
         self._tracker = tracker
@@ -46,6 +52,7 @@ class AlertConsumer:
         self._binding_key = binding_key
         self._metrics = metrics
         self._prefetch = prefetch
+        self._recorded = recorded
         self._channel: TwistedChannel | None = None
         self._tag: str | None = None
         self.consuming = False
@@ -76,12 +83,17 @@ class AlertConsumer:
             while True:
                 message = await messages.get()
                 self._record(message.body)
-                channel.basic_ack(message.method.delivery_tag)
+                self._recorded().addCallback(self._ack, channel, message.method.delivery_tag)
         except (ChannelClosed, ConnectionClosed, ConsumerCancelled):
             pass  # the channel's owner reports and replaces it
         finally:
             self._channel = self._tag = None
             self._set_consuming(False)
+
+    def _ack(self, _: object, channel: TwistedChannel, tag: int) -> None:
+        # The channel may have closed meanwhile: the broker then delivers the alert again, on the next one.
+        with contextlib.suppress(ChannelWrongStateError):
+            channel.basic_ack(tag)
 
     def _record(self, body: bytes) -> None:
         self.received += 1

@@ -142,6 +142,9 @@ class Tracker:
         self.unexpected: deque[dict[str, Any]] = deque(maxlen=keep_unexpected)
         self.malformed_count = 0
         self._listeners: list[Listener] = []
+        self.on_change: Callable[[TrackedRun | None], None] | None = None
+        """Told of every change worth storing: a run's (tracked, finished, alerted, decided), or None for
+        the unexpected alerts."""
 
     def add_listener(self, listener: Listener) -> None:
         """Who to tell of each verdict (campaigns, the store)."""
@@ -197,6 +200,7 @@ class Tracker:
                     callbackArgs=(tracked, event_id),
                     errbackArgs=(tracked, event_id),
                 )
+        self._changed(tracked)
         return tracked
 
     def restore(self, tracked: TrackedRun) -> None:
@@ -227,7 +231,12 @@ class Tracker:
         tracked.confirmed[event_id] = self._clock.seconds() if at is None else at
         if len(tracked.confirmed) == len(set(tracked.event_ids)) and tracked.finished is None:
             tracked.finished = self._clock.seconds()
+            self._changed(tracked)
             self._on_finished(tracked)
+
+    def _changed(self, tracked: TrackedRun | None) -> None:
+        if self.on_change is not None:
+            self.on_change(tracked)
 
     def _on_finished(self, tracked: TrackedRun) -> None:
         if tracked.first_alert is not None:
@@ -258,6 +267,7 @@ class Tracker:
                 self._metrics.time_to_detect.labels(tracked.scenario).observe(tracked.time_to_detect)
         self._decided.append(tracked.scenario_id)
         self._forget_old()
+        self._changed(tracked)
         for listener in self._listeners:
             try:
                 listener(tracked)
@@ -310,15 +320,18 @@ class Tracker:
                 }
             )
             self._count(alert.source, "unexpected")
+            self._changed(None)
             return "unexpected"
         in_time = False
         for tracked, names in runs:
             deadline = tracked.deadline
             if deadline is not None and alert.received > deadline:
                 tracked.late_alerts += 1
+                self._changed(tracked)
                 continue
             in_time = True
             tracked.alerts += 1
+            self._changed(tracked)
             if tracked.first_alert is None:
                 tracked.first_alert, tracked.first_alert_names = alert.received, names
                 if tracked.finished is not None and tracked.verdict == PENDING:

@@ -1,0 +1,105 @@
+"""The verdict store on a Clock: what a restart keeps (campaigns, runs, verdicts, unexpected alerts), a
+pending run decided at its deadline after the restart, a campaign that goes on, and flushed()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+
+from auditgen.metrics import Metrics
+from auditgen.verdicts.campaigns import Campaigns, parse_campaign
+from auditgen.verdicts.store import FLUSH_SECONDS, VerdictStore
+from auditgen.verdicts.verdicts import Tracker
+from tests.verdict_fakes import FakeStarter
+
+
+def service(directory: Path, clock: Clock, starter: FakeStarter | None = None) -> tuple[Any, ...]:
+    """Tracker, campaigns and store as the service wires them, with what the directory holds restored."""
+    tracker = Tracker(clock, metrics=Metrics(), timeout=60.0)
+    store = VerdictStore(str(directory), clock)
+    starter = starter or FakeStarter()
+    campaigns = Campaigns(clock, tracker, starter, on_change=store.campaign_changed)
+    store.restore(tracker, campaigns)
+    store.attach(tracker)
+    return tracker, campaigns, store, starter
+
+
+def test_a_restart_keeps_verdicts_and_decides_the_pending_run_at_its_deadline(tmp_path: Path) -> None:
+    """Before: a campaign of two runs, one detected, one pending, an unexpected alert. After a restart
+    the detected run keeps its verdict and time to detect, the pending one is missed at its deadline (as
+    if never stopped) and the campaign finishes."""
+    clock = Clock()
+    tracker, campaigns, store, _ = service(tmp_path, clock)
+    campaign = campaigns.start(parse_campaign({"scenarios": {"a": 2}}))
+    clock.advance(0)
+    clock.advance(0)
+    first, second = campaign.runs
+    clock.advance(2.0)
+    tracker.receive({"event_id": first.event_ids[0]}, "http")
+    tracker.receive({"event_id": "background"}, "http")
+    clock.advance(FLUSH_SECONDS)
+    tracker.stop()
+    campaigns.stop()
+    store.close()
+
+    later = Clock()
+    later.advance(30.0)
+    tracker, campaigns, store, starter = service(tmp_path, later)
+    restored = campaigns.get(campaign.campaign_id)
+    assert restored is not None
+    shown = restored.describe(tracker, later.seconds())
+    assert shown["state"] == "running"
+    assert [(r["verdict"], r["time_to_detect_seconds"]) for r in shown["runs"]] == [
+        ("detected", 2.0),
+        ("pending", None),
+    ]
+    assert (tracker.unexpected_count, shown["unexpected_alerts"]["count"]) == (1, 1)
+    later.advance(30.0)  # the second run's deadline: 0 + 60
+    assert tracker.run(second.scenario_id).verdict == "missed"
+    assert restored.state == "finished"
+    assert starter.sent == []  # nothing was sent again
+    later.advance(FLUSH_SECONDS)
+    store.close()
+
+
+def test_runs_not_yet_sent_are_sent_after_a_restart(tmp_path: Path) -> None:
+    """A campaign stopped while the outbox was full goes on after the restart, with new run ids."""
+    clock = Clock()
+    busy = FakeStarter()
+    busy.busy = True
+    tracker, campaigns, store, _ = service(tmp_path, clock, busy)
+    campaign = campaigns.start(parse_campaign({"scenarios": {"a": 1, "b": 1}}))
+    old_ids = list(campaign.scenario_ids)
+    clock.advance(FLUSH_SECONDS)
+    campaigns.stop()
+    store.close()
+
+    later = Clock()
+    tracker, campaigns, store, starter = service(tmp_path, later)
+    later.advance(0)
+    later.advance(0)
+    restored = campaigns.get(campaign.campaign_id)
+    assert restored is not None
+    assert starter.sent == ["a", "b"]
+    assert restored.scenario_ids != old_ids
+    later.advance(60.0)
+    assert restored.state == "finished"
+    tracker.stop()
+    store.close()
+
+
+def test_flushed_fires_once_the_changes_are_written(tmp_path: Path) -> None:
+    """flushed() waits for the next write when something changed, and fires at once otherwise."""
+    clock = Clock()
+    tracker, _, store, _ = service(tmp_path, clock)
+    fired: list[bool] = []
+    store.flushed().addCallback(lambda _: fired.append(True))
+    assert fired == [True]
+    tracker.receive({"event_id": "nobody"}, "amqp")
+    store.flushed().addCallback(lambda _: fired.append(True))
+    assert fired == [True]
+    clock.advance(FLUSH_SECONDS)
+    assert fired == [True, True]
+    store.close()
