@@ -119,6 +119,8 @@ def makeService(options: Options) -> IService:
     from auditgen.sessions import SessionMix
     from auditgen.shapes import ShapeSettings
     from auditgen.spool import Spool
+    from auditgen.verdicts.alerts import AlertFormat
+    from auditgen.verdicts.service import VerdictService
     from auditgen.web import AuditAPI
 
     # pika logs through the stdlib at warning level for things this service reports itself, once per
@@ -140,13 +142,29 @@ def makeService(options: Options) -> IService:
     truth_outbox, truth_services = _ground_truth_outbox(s, reactor)
     ground_truth = GroundTruth(metrics, clock, truth_outbox)
     scenarios = ScenarioRunner(catalog, seeded_rng(s.seed, "scenarios"), ground_truth)
+    verdicts = VerdictService(
+        clock,
+        metrics,
+        scenarios,
+        outbox,
+        AlertFormat(s.alert_event_fields, s.alert_key_fields),
+        s.detection_timeout,
+        s.max_body_bytes,
+        store_dir=s.spool_dir,
+        closing=lambda: api.closing,
+    )
     generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
     make: Callable[[], Mapping[str, Any]] = generated.generate
     if s.session_share > 0:
         make = SessionMix(generated, seeded_rng(s.seed, "sessions"), s.session_share, s.sessions)
     if s.scenario_rate > 0:
         mix_rng = seeded_rng(s.seed, "generated-scenarios")  # its own stream: API calls do not shift it
-        make = ScenarioMix(make, catalog, mix_rng, s.scenario_rate, scenarios.report)
+
+        def report(run: Any) -> None:
+            scenarios.report(run)
+            verdicts.report(run)
+
+        make = ScenarioMix(make, catalog, mix_rng, s.scenario_rate, report)
     shape = ShapeSettings(
         s.shape, s.burst_on_seconds, s.burst_off_seconds, s.daily_peak_hour, s.daily_min_ratio
     )
@@ -170,10 +188,12 @@ def makeService(options: Options) -> IService:
         generator=generator,
         scenarios=scenarios,
         token=s.api_token,
+        verdicts=verdicts.routes,
     )
     # options.parent is twistd's own options (--logfile, --nodaemon, ...), absent outside twistd.
     log_observer = twistd_observer(getattr(options, "parent", None), s.log_format, s.log_level)
     root = AuditgenService(reactor, api, log_observer)
+    root.addService(verdicts)  # first: restored before the API answers, stopped after it
     root.addService(_listen(reactor, s.app_host, s.app_port, api.site()))
     root.addService(OutboxService(outbox, spool, metrics))
     root.addService(publisher)

@@ -35,14 +35,22 @@ def assert_documented(body: Any, schema_name: str) -> None:
 class Api:
     """The API with verdict routes over a real outbox whose broker the test plays."""
 
-    def __init__(self, token: str | None = None, verdicts: bool = True, max_body_bytes: int = 4096) -> None:
+    def __init__(
+        self,
+        token: str | None = None,
+        verdicts: bool = True,
+        max_body_bytes: int = 4096,
+        closing: bool = False,
+    ) -> None:
         self.clock = Clock()
         metrics = Metrics()
         self.outbox = Outbox(1000, metrics, self.clock)
         runner = ScenarioRunner(Catalog.builtin(), random.Random(7))
         self.tracker = Tracker(self.clock, metrics=metrics, timeout=30.0)
         self.campaigns = Campaigns(self.clock, self.tracker, OutboxStarter(runner, self.outbox))
-        routes = VerdictRoutes(self.tracker, self.campaigns, self.clock, max_body_bytes=max_body_bytes)
+        routes = VerdictRoutes(
+            self.tracker, self.campaigns, self.clock, max_body_bytes=max_body_bytes, closing=lambda: closing
+        )
         api = AuditAPI(
             EventFactory(Catalog.builtin()),
             self.outbox,
@@ -170,6 +178,10 @@ def test_campaign_errors() -> None:
     api.clock.advance(1)
     assert len(api.outbox) == 0
     assert api.call("GET", "/campaigns/nope")[0] == 404
+    closing = Api(closing=True)
+    code, body, _ = closing.call("POST", "/campaigns", {"scenarios": {"brute_force": 1}})
+    assert (code, body["error"]) == (503, "shutting down; nothing was started, try again later")
+    assert closing.call("POST", "/alerts", {"event_id": "x"})[0] == 200  # alerts are still recorded
     assert api.call("GET", "/campaigns/nope/junit")[0] == 404
 
 

@@ -103,3 +103,37 @@ def test_flushed_fires_once_the_changes_are_written(tmp_path: Path) -> None:
     clock.advance(FLUSH_SECONDS)
     assert fired == [True, True]
     store.close()
+
+
+def test_the_service_restores_on_start_and_stores_on_stop(tmp_path: Path) -> None:
+    """VerdictService (as makeService builds it) with a spool directory: a run tracked before a stop is
+    known again after the next start."""
+    import random
+
+    from auditgen.events import Catalog
+    from auditgen.outbox import Outbox
+    from auditgen.scenarios import ScenarioRunner
+    from auditgen.verdicts.alerts import AlertFormat
+    from auditgen.verdicts.service import VerdictService
+    from tests.verdict_fakes import FakeRun
+
+    def build(clock: Clock) -> VerdictService:
+        metrics = Metrics()
+        runner = ScenarioRunner(Catalog.builtin(), random.Random(1))
+        outbox = Outbox(10, metrics, clock)
+        return VerdictService(
+            clock, metrics, runner, outbox, AlertFormat(), 60.0, 1024, store_dir=str(tmp_path)
+        )
+
+    clock = Clock()
+    first = build(clock)
+    first.startService()
+    run = FakeRun()
+    first.report(run)
+    first.stopService()
+    assert clock.getDelayedCalls() == []
+    second = build(Clock())
+    second.startService()
+    restored = second.tracker.run(run.scenario_id)
+    assert restored is not None and restored.verdict == "pending"
+    second.stopService()
