@@ -38,6 +38,7 @@ from auditgen.validation import (
     parse_generator_request,
     parse_json_object,
 )
+from auditgen.verdicts.campaigns import campaign_schemas
 
 BULK_IDS_LISTED = 1_000  # up to this many, a bulk answer lists every event_id; above, the first and last
 RETRY_AFTER_SECONDS = 1  # outbox full: room comes back as soon as the broker confirms
@@ -109,6 +110,7 @@ def openapi_document(scenarios: ScenarioRunner | None) -> dict[str, Any]:
         operation["parameters"] = []
         operation["requestBody"]["content"]["application/json"]["schema"] = schema
         document["paths"][f"/scenarios/{name}"] = {"post": operation}
+    document["components"]["schemas"].update(campaign_schemas(scenarios.parameter_schemas()))
     return document
 
 

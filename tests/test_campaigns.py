@@ -56,10 +56,15 @@ def test_request_shapes_are_interleaved() -> None:
     ("body", "error"),
     [
         ({}, "scenarios must be an object of counts"),
-        ({"scenarios": {}}, "scenarios is empty"),
-        ({"scenarios": {"a": 0}}, "scenarios.a must be a whole number of runs from 1 to 1000, not 0"),
+        ({"scenarios": {}}, "scenarios must name from 1 to 20 scenarios (or entries), not 0"),
+        ({"scenarios": {"a": 0}}, "scenarios.a must be a whole number of runs from 1 to 50, not 0"),
         ({"scenarios": {"a": True}}, "scenarios.a must be a whole number"),
-        ({"scenarios": {"a": 600, "b": 600}}, "at most 1000 runs, not 1200"),
+        ({"scenarios": {"a": 2.5}}, "scenarios.a must be a whole number"),
+        ({"scenarios": {"a": 51}}, "scenarios.a must be a whole number of runs from 1 to 50, not 51"),
+        (
+            {"scenarios": [{"name": "a"}] * 21},
+            "scenarios must name from 1 to 20 scenarios (or entries), not 21",
+        ),
         ({"scenarios": [{"count": 1}]}, "scenarios[0].name must be a scenario's name"),
         ({"scenarios": [{"name": "a", "expect": "maybe"}]}, "scenarios[0].expect must be alert or quiet"),
         (
@@ -99,7 +104,7 @@ def test_campaign_runs_to_its_end_and_waits_while_busy() -> None:
     starter.busy = True
     campaign = c.start(parse_campaign({"scenarios": {"a": 2, "b": 1}, "detection_timeout_seconds": 10}))
     clock.advance(0)
-    assert starter.sent == []
+    assert (starter.sent, starter.prepared) == ([], 2)  # the first run of each entry, to check it
     shown = campaign.describe(tracker, clock.seconds())
     assert (shown["state"], shown["runs_sent"], shown["time_left_seconds"]) == ("running", 0, None)
     assert [r["sent"] for r in shown["runs"]] == [False, False, False]
@@ -107,7 +112,7 @@ def test_campaign_runs_to_its_end_and_waits_while_busy() -> None:
     clock.advance(1.0)
     clock.advance(0)
     clock.advance(0)
-    assert starter.sent == ["a", "b", "a"]
+    assert (starter.sent, starter.prepared) == (["a", "b", "a"], 3)
     tracker.receive({"event_id": campaign.runs[0].event_ids[0]}, "http")
     assert campaign.describe(tracker, clock.seconds())["time_left_seconds"] == 10.0
     clock.advance(10.0)

@@ -9,6 +9,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 import jsonschema
+import pytest
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
@@ -109,6 +110,11 @@ def test_post_alerts_keeps_the_api_rules() -> None:
     api = Api()
     assert api.call("POST", "/alerts", b"{nope")[0] == 400
     assert api.call("POST", "/alerts", b"")[0] == 400
+    code, body, _ = api.call("POST", "/alerts", b'"AAA"')
+    assert (code, body["error"]) == (
+        400,
+        "request body must be an alert, an array of alerts or an Alertmanager payload, not str",
+    )
     code, body, _ = api.call("POST", "/alerts", b"{}", {"content-type": ["text/plain"]})
     assert (code, body["error"]) == (415, "Content-Type must be application/json, not 'text/plain'")
     assert api.call("POST", "/alerts", b"[" + b"1," * 3000 + b"1]")[0] == 413
@@ -199,3 +205,33 @@ def test_runs_started_by_post_scenarios_are_scored() -> None:
     assert tracked.finished == 0.0
     api.clock.advance(30.0)
     assert tracked.verdict == "missed"
+
+
+def test_the_served_document_takes_exactly_the_campaigns_the_service_starts() -> None:
+    """With scenarios, the document's CampaignRequest names only them, with their parameters and today's
+    one delivery: what it accepts starts, what it refuses is refused."""
+    runner = ScenarioRunner(Catalog.builtin(), random.Random(1))
+    components = openapi_document(runner)["components"]
+    schema = {"$ref": "#/components/schemas/CampaignRequest", "components": components}
+    good = [
+        {"scenarios": {"brute_force": 2}},
+        {
+            "scenarios": [
+                {"name": "brute_force", "parameters": {"attempts": 5}, "expect": "quiet", "count": 50}
+            ]
+        },
+    ]
+    bad = [
+        {"scenarios": {"nope": 1}},
+        {"scenarios": [{"name": "brute_force", "parameters": {"attempts": 1}}]},
+        {"scenarios": [{"name": "brute_force", "delivery": "paced"}]},
+        {"scenarios": {"brute_force": 51}},
+    ]
+    api = Api()
+    for body in good:
+        jsonschema.validate(body, schema)
+        assert api.call("POST", "/campaigns", body)[0] == 202
+    for body in bad:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(body, schema)
+        assert api.call("POST", "/campaigns", body)[0] == 400

@@ -65,8 +65,10 @@ class FakeStarter:
     def __init__(self) -> None:
         self.busy = False
         self.sent: list[str] = []
+        self.prepared = 0
 
     def prepare(self, spec: RunSpec) -> ScenarioRun:
+        self.prepared += 1
         if spec.scenario == "unknown":
             raise BadRequest("no scenario 'unknown'")
         return FakeRun(scenario=spec.scenario, keys={"user_id": f"u{len(self.sent)}"})

@@ -36,7 +36,8 @@ from auditgen.verdicts.verdicts import (
     Tracker,
 )
 
-MAX_RUNS = 1000  # runs in one campaign
+MAX_ENTRIES = 20  # scenarios (or list entries) in one campaign
+MAX_COUNT = 50  # runs of one entry; so at most 1000 runs in a campaign, a bound its schema can state
 MAX_TIMEOUT = 3600.0  # seconds: the longest detection timeout a campaign may ask for
 DELIVERIES = ("instant", "paced")
 RETRY_SECONDS = 1.0  # a run the outbox could not take is offered again after this
@@ -109,11 +110,10 @@ def parse_campaign(body: Mapping[str, Any]) -> CampaignRequest:
             'scenarios must be an object of counts ({"brute_force": 3}) or a list of '
             '{"name", "count", "parameters", "delivery", "expect"} objects'
         )
-    if not entries:
-        raise BadRequest("scenarios is empty; name at least one scenario")
-    total = sum(count for _, count in entries)
-    if total > MAX_RUNS:
-        raise BadRequest(f"a campaign has at most {MAX_RUNS} runs, not {total}")
+    if not 1 <= len(entries) <= MAX_ENTRIES:
+        raise BadRequest(
+            f"scenarios must name from 1 to {MAX_ENTRIES} scenarios (or entries), not {len(entries)}"
+        )
     timeout = body.get("detection_timeout_seconds")
     if timeout is not None:
         if (
@@ -131,9 +131,10 @@ def parse_campaign(body: Mapping[str, Any]) -> CampaignRequest:
 
 
 def _count(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RUNS:
-        raise BadRequest(f"{where} must be a whole number of runs from 1 to {MAX_RUNS}, not {_show(value)}")
-    return value
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or not 1 <= value <= MAX_COUNT:
+        raise BadRequest(f"{where} must be a whole number of runs from 1 to {MAX_COUNT}, not {_show(value)}")
+    return int(value)
 
 
 def _entry(item: Any, where: str) -> tuple[RunSpec, int]:
@@ -156,6 +157,59 @@ def _entry(item: Any, where: str) -> tuple[RunSpec, int]:
         raise BadRequest(f"{where}.expect must be alert or quiet, not {_show(expect)}")
     count = _count(item.get("count", 1), f"{where}.count")
     return RunSpec(name, dict(parameters), delivery, expect), count
+
+
+def campaign_schemas(parameters: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """CampaignRequest and CampaignEntry as JSON Schema for these scenarios (name -> parameters' schema):
+    exactly what parse_campaign and today's starter accept, for the served OpenAPI document."""
+    count = {"type": "integer", "minimum": 1, "maximum": MAX_COUNT, "default": 1}
+    entries = [
+        {
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"const": name},
+                "count": count,
+                "parameters": schema,
+                "delivery": {"enum": ["instant"]},
+                "expect": {"enum": list(EXPECTATIONS)},
+            },
+        }
+        for name, schema in parameters.items()
+    ]
+    return {
+        "CampaignEntry": {"oneOf": entries},
+        "CampaignRequest": {
+            "type": "object",
+            "required": ["scenarios"],
+            "additionalProperties": False,
+            "properties": {
+                "scenarios": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "minProperties": 1,
+                            "maxProperties": MAX_ENTRIES,
+                            "propertyNames": {"enum": list(parameters)},
+                            "additionalProperties": count,
+                        },
+                        {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_ENTRIES,
+                            "items": {"$ref": "#/components/schemas/CampaignEntry"},
+                        },
+                    ]
+                },
+                "detection_timeout_seconds": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": MAX_TIMEOUT,
+                },
+            },
+        },
+    }
 
 
 def interleave(entries: Sequence[tuple[RunSpec, int]]) -> list[RunSpec]:
@@ -211,12 +265,13 @@ class Campaign:
     created: float
     timeout: float
     specs: list[RunSpec]
-    planned: list[ScenarioRun | None]  # prepared, not yet sent; None once sent
-    scenario_ids: list[str]
+    planned: list[ScenarioRun | None]  # prepared and not yet sent (runs are prepared when their turn comes)
+    scenario_ids: list[str | None]  # known once prepared
     runs: list[TrackedRun | None]  # tracked once sent
     unexpected_before: int
     finished: float | None = None
     unexpected_after: int | None = None
+    next_run: int = 0  # runs before it are sent, or the one in flight
 
     @property
     def state(self) -> str:
@@ -310,15 +365,23 @@ class Campaigns:
         return self._campaigns.get(campaign_id)
 
     def start(self, request: CampaignRequest) -> Campaign:
-        """Prepare every run (BadRequest before anything is sent), then send them one by one."""
-        planned = [self._starter.prepare(spec) for spec in request.runs]
+        """Check every entry by preparing its first run (BadRequest before anything is sent), then send
+        the runs one by one, each prepared when its turn comes (so a large campaign never holds all its
+        events at once)."""
+        planned: list[ScenarioRun | None] = []
+        checked: list[RunSpec] = []
+        for spec in request.runs:
+            first = spec not in checked
+            planned.append(self._starter.prepare(spec) if first else None)
+            if first:
+                checked.append(spec)
         campaign = Campaign(
             campaign_id=str(uuid.uuid4()),
             created=self._clock.seconds(),
             timeout=self.tracker.timeout if request.timeout is None else request.timeout,
             specs=list(request.runs),
-            planned=list(planned),
-            scenario_ids=[run.scenario_id for run in planned],
+            planned=planned,
+            scenario_ids=[None if run is None else run.scenario_id for run in planned],
             runs=[None] * len(planned),
             unexpected_before=self.tracker.unexpected_count,
         )
@@ -326,23 +389,12 @@ class Campaigns:
         return campaign
 
     def resume(self, campaign: Campaign) -> None:
-        """Follow a campaign read back from the store: its runs not yet sent (or no longer known) are
-        prepared again, with new ids; a spec that no longer prepares (a scenario gone) is logged and left
-        pending."""
-        for n, spec in enumerate(campaign.specs):
-            if campaign.runs[n] is None and campaign.finished is None:
-                try:
-                    run = self._starter.prepare(spec)
-                except BadRequest as e:
-                    self.log.error(
-                        "campaign {campaign}: a run cannot be prepared again after the restart: {error}",
-                        event="verdicts.campaign_run_unprepared",
-                        campaign=campaign.campaign_id,
-                        error=str(e),
-                    )
-                    continue
-                campaign.planned[n] = run
-                campaign.scenario_ids[n] = run.scenario_id
+        """Follow a campaign read back from the store: its runs not sent (or no longer known) are sent
+        now, with new ids."""
+        unsent = [n for n, run in enumerate(campaign.runs) if run is None]
+        for n in unsent:
+            campaign.scenario_ids[n] = None
+        campaign.next_run = unsent[0] if unsent else len(campaign.runs)
         self.add(campaign)
 
     def add(self, campaign: Campaign) -> None:
@@ -361,13 +413,18 @@ class Campaigns:
             self._calls[campaign.campaign_id] = self._clock.callLater(delay, self._send_next, campaign)
 
     def _send_next(self, campaign: Campaign) -> None:
-        n = next((i for i, run in enumerate(campaign.planned) if run is not None), None)
-        if n is None:
+        n = campaign.next_run
+        while n < len(campaign.runs) and campaign.runs[n] is not None:  # sent before a restart
+            n += 1
+        campaign.next_run = n
+        if n == len(campaign.runs):
             self._check_finished(campaign)
             return
         run = campaign.planned[n]
-        assert run is not None
         try:
+            if run is None:
+                run = campaign.planned[n] = self._starter.prepare(campaign.specs[n])
+                campaign.scenario_ids[n] = run.scenario_id
             accepted = self._starter.send(run)
         except Busy as e:
             self.log.debug(
@@ -375,7 +432,17 @@ class Campaigns:
             )
             self._later(RETRY_SECONDS, campaign)
             return
+        except BadRequest as e:  # checked when the campaign started: only a scenario gone since a restart
+            self.log.error(
+                "campaign {campaign}: a run cannot be prepared: {error}; trying again",
+                event="verdicts.campaign_run_unprepared",
+                campaign=campaign.campaign_id,
+                error=str(e),
+            )
+            self._later(RETRY_SECONDS, campaign)
+            return
         campaign.planned[n] = None
+        campaign.next_run = n + 1
         accepted.addCallbacks(
             self._sent, self._not_sent, callbackArgs=(campaign, n, run), errbackArgs=(campaign, n, run)
         )
@@ -400,6 +467,7 @@ class Campaigns:
             campaign=campaign.campaign_id,
         )
         campaign.planned[n] = run
+        campaign.next_run = n  # one run is in flight at a time: the next is sent once this one is
         self._later(RETRY_SECONDS, campaign)
 
     def _decided(self, run: TrackedRun) -> None:

@@ -91,7 +91,10 @@ class VerdictRoutes:
         """Record the alerts; 200 with how many matched a run, came late, matched none or were malformed."""
         try:
             body = self._body(request)
-            payload = parse_json(body, "an alert, an array of alerts or an Alertmanager payload")
+            expected = "an alert, an array of alerts or an Alertmanager payload"
+            payload = parse_json(body, expected)
+            if not isinstance(payload, dict | list):
+                raise BadRequest(f"request body must be {expected}, not {type(payload).__name__}")
         except Refused as r:
             return json_response(request, r.code, {"error": str(r)})
         except BadRequest as e:

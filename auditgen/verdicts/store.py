@@ -170,7 +170,7 @@ class VerdictStore:
                 timeout=record["timeout"],
                 specs=specs,
                 planned=[None] * len(specs),
-                scenario_ids=list(record["scenario_ids"]),
+                scenario_ids=list(ids),
                 runs=runs,
                 unexpected_before=record["unexpected_before"],
                 finished=record["finished"],
