@@ -142,6 +142,9 @@ def test_a_campaign_from_post_to_junit() -> None:
     )
     assert code == 202
     assert_documented(started, "CampaignStarted")
+    lazy = Api().call("POST", "/campaigns", {"scenarios": {"brute_force": 2}})[1]
+    assert [r["scenario_id"] is None for r in lazy["runs"]] == [False, True]  # prepared when its turn comes
+    assert_documented(lazy, "CampaignStarted")
     campaign_id = started["campaign_id"]
     assert headers.getRawHeaders("location") == [f"/campaigns/{campaign_id}"]
     assert [r["scenario"] for r in started["runs"]] == ["brute_force", "sensitive_file_tamper"]

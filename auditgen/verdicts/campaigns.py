@@ -190,7 +190,7 @@ def campaign_schemas(parameters: Mapping[str, Mapping[str, Any]]) -> dict[str, A
                         {
                             "type": "object",
                             "minProperties": 1,
-                            "maxProperties": MAX_ENTRIES,
+                            "maxProperties": min(MAX_ENTRIES, len(parameters)),
                             "propertyNames": {"enum": list(parameters)},
                             "additionalProperties": count,
                         },
