@@ -53,3 +53,13 @@ def test_bad_combinations_stop_start_up(options: dict[str, str], error: str) -> 
     with pytest.raises(ConfigError) as raised:
         load_settings(options, {}, {})
     assert error in str(raised.value)
+
+
+def test_this_build_refuses_an_alerts_queue_it_would_not_consume() -> None:
+    """Until the consumer is wired to the shared connection, asking for it stops start-up with a reason."""
+    from twisted.python import usage
+
+    from auditgen.tap import Options
+
+    with pytest.raises(usage.UsageError, match="send them to POST /alerts"):
+        Options().parseOptions(["--alerts-queue", "audit_alerts"])
