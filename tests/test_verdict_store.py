@@ -137,3 +137,29 @@ def test_the_service_restores_on_start_and_stores_on_stop(tmp_path: Path) -> Non
     restored = second.tracker.run(run.scenario_id)
     assert restored is not None and restored.verdict == "pending"
     second.stopService()
+
+
+def test_forgotten_runs_leave_the_store_and_finished_campaigns_send_nothing(tmp_path: Path) -> None:
+    """Runs outside campaigns that the tracker forgets are deleted (the store does not grow without end);
+    a finished campaign read back sends nothing again."""
+    from tests.verdict_fakes import FakeRun
+
+    clock = Clock()
+    tracker, campaigns, store, _ = service(tmp_path, clock)
+    tracker._keep_decided = 1
+    campaign = campaigns.start(parse_campaign({"scenarios": {"a": 1}}))
+    clock.advance(0)
+    loose = [FakeRun(), FakeRun()]
+    for run in loose:
+        tracker.track(run)
+    clock.advance(60.0)
+    assert campaign.state == "finished"
+    store.close()
+    later = Clock()
+    tracker, campaigns, store, starter = service(tmp_path, later)
+    later.advance(1.0)
+    assert starter.sent == []
+    assert campaigns.get(campaign.campaign_id) is not None
+    known = [tracker.run(run.scenario_id) is not None for run in loose]
+    assert known.count(True) <= 1
+    store.close()

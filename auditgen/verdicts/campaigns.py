@@ -391,6 +391,9 @@ class Campaigns:
     def resume(self, campaign: Campaign) -> None:
         """Follow a campaign read back from the store: its runs not sent (or no longer known) are sent
         now, with new ids."""
+        if campaign.finished is not None:  # shown as it ended, nothing to send
+            self._campaigns[campaign.campaign_id] = campaign
+            return
         unsent = [n for n, run in enumerate(campaign.runs) if run is None]
         for n in unsent:
             campaign.scenario_ids[n] = None

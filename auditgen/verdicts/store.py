@@ -76,6 +76,7 @@ class VerdictStore:
         self._tracker: Tracker | None = None
         self._call: IDelayedCall | None = None
         self._waiting: list[Deferred[None]] = []
+        self._forgotten: set[str] = set()
 
     # -- Marking what changed -------------------------------------------------------------------------
 
@@ -104,6 +105,14 @@ class VerdictStore:
                 self.run_changed(run)
 
         tracker.on_change = changed
+        tracker.on_forget = self.run_forgotten
+
+    def run_forgotten(self, run: TrackedRun) -> None:
+        """A decided run the tracker no longer keeps leaves the store too, unless a campaign shows it."""
+        if run.campaign_id is None:
+            self._runs.pop(run.scenario_id, None)
+            self._forgotten.add(run.scenario_id)
+            self._soon()
 
     def flushed(self) -> Deferred[None]:
         """Fires once every change marked so far is written."""
@@ -122,8 +131,8 @@ class VerdictStore:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
-        runs, campaigns, tracker = self._runs, self._campaigns, self._tracker
-        self._runs, self._campaigns, self._tracker = {}, {}, None
+        runs, campaigns, tracker, forgotten = self._runs, self._campaigns, self._tracker, self._forgotten
+        self._runs, self._campaigns, self._tracker, self._forgotten = {}, {}, None, set()
         waiting, self._waiting = self._waiting, []
         with self._db:
             self._db.execute("BEGIN")
@@ -135,6 +144,7 @@ class VerdictStore:
                 "INSERT OR REPLACE INTO campaigns VALUES (?, ?, ?)",
                 [(cid, c.created, json.dumps(campaign_record(c))) for cid, c in campaigns.items()],
             )
+            self._db.executemany("DELETE FROM runs WHERE scenario_id = ?", [(sid,) for sid in forgotten])
             if tracker is not None:
                 unexpected = {"count": tracker.unexpected_count, "kept": list(tracker.unexpected)}
                 self._db.execute(

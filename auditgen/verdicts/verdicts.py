@@ -145,6 +145,8 @@ class Tracker:
         self.on_change: Callable[[TrackedRun | None], None] | None = None
         """Told of every change worth storing: a run's (tracked, finished, alerted, decided), or None for
         the unexpected alerts."""
+        self.on_forget: Callable[[TrackedRun], None] | None = None
+        """Told of a decided run dropped to keep at most keep_decided of them."""
 
     def add_listener(self, listener: Listener) -> None:
         """Who to tell of each verdict (campaigns, the store)."""
@@ -281,6 +283,8 @@ class Tracker:
                 for event_id in old.event_ids:
                     if self._by_event.get(event_id) is old:
                         del self._by_event[event_id]
+                if self.on_forget is not None:
+                    self.on_forget(old)
 
     # -- Alerts in ----------------------------------------------------------------------------------------
 
