@@ -78,6 +78,12 @@ def test_request_shapes_are_interleaved() -> None:
             "detection_timeout_seconds must be a number",
         ),
         ({"scenarios": {"a": 1}, "extra": 1}, "unknown field 'extra'"),
+        (
+            {"scenarios": {"a": 1}, "detection_timeout_seconds": None},
+            "detection_timeout_seconds must be a number",
+        ),
+        ({"scenarios": [{"name": "a", "delivery": None}]}, "scenarios[0].delivery must be instant or paced"),
+        ({"scenarios": [{"name": "a", "expect": None}]}, "scenarios[0].expect must be alert or quiet"),
     ],
 )
 def test_bad_requests_say_what_is_wrong(body: dict[str, Any], error: str) -> None:

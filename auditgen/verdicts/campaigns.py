@@ -115,7 +115,7 @@ def parse_campaign(body: Mapping[str, Any]) -> CampaignRequest:
             f"scenarios must name from 1 to {MAX_ENTRIES} scenarios (or entries), not {len(entries)}"
         )
     timeout = body.get("detection_timeout_seconds")
-    if timeout is not None:
+    if "detection_timeout_seconds" in body:  # null is no number either
         if (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
@@ -150,10 +150,10 @@ def _entry(item: Any, where: str) -> tuple[RunSpec, int]:
     if not isinstance(parameters, Mapping):
         raise BadRequest(f"{where}.parameters must be an object, not {_show(parameters)}")
     delivery = item.get("delivery")
-    if delivery is not None and delivery not in DELIVERIES:
+    if "delivery" in item and delivery not in DELIVERIES:
         raise BadRequest(f"{where}.delivery must be instant or paced, not {_show(delivery)}")
     expect = item.get("expect")
-    if expect is not None and expect not in EXPECTATIONS:
+    if "expect" in item and expect not in EXPECTATIONS:
         raise BadRequest(f"{where}.expect must be alert or quiet, not {_show(expect)}")
     count = _count(item.get("count", 1), f"{where}.count")
     return RunSpec(name, dict(parameters), delivery, expect), count
