@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
@@ -33,10 +33,14 @@ from auditgen.metrics import PREFIX, Metrics, metrics_site
 from auditgen.outbox import Outbox, OutboxService
 from auditgen.ports import Listener, PortInUse
 from auditgen.scenario_mix import ScenarioMix
-from auditgen.scenarios import BUILTIN, Scenario, ScenarioRunner
+from auditgen.scenarios import BUILTIN, Run, Scenario, ScenarioRunner
 from auditgen.scenarios.runs import RUN_STORE_FILE, RunStore
 from auditgen.sessions import SessionMix
 from auditgen.spool import Spool
+from auditgen.verdicts.alerts import AlertFormat
+from auditgen.verdicts.consumer import AlertConsumer
+from auditgen.verdicts.link import AlertsLink
+from auditgen.verdicts.service import VerdictService
 from auditgen.web import AuditAPI
 
 
@@ -61,6 +65,8 @@ class Parts:
     scenarios: ScenarioRunner
     generator: Generator
     api: AuditAPI
+    verdicts: VerdictService
+    alerts: AlertsLink | None  # with AUDITGEN_ALERTS_QUEUE or _EXCHANGE: the consumer on its own connection
 
 
 def build(
@@ -101,6 +107,19 @@ def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scena
         outbox=outbox,
         store=RunStore(os.path.join(spool_dir, RUN_STORE_FILE)) if spool_dir else None,
     )
+    api: AuditAPI | None = None  # made below; no campaign starts while it is closing
+    verdicts = VerdictService(
+        reactor,
+        metrics,
+        runner,
+        outbox,
+        AlertFormat(s.alerts.event_fields, s.alerts.key_fields),
+        s.alerts.detection_timeout,
+        s.api.max_body_bytes,
+        store_dir=spool_dir,
+        closing=lambda: api is not None and api.closing,
+    )
+    alerts = _alerts_link(s, reactor, verdicts, metrics)
     generated = EventFactory(catalog, seeded_rng(seed, "generator"))
     make: Callable[[], Mapping[str, Any]] = generated.generate
     if s.sessions.share > 0:
@@ -108,7 +127,12 @@ def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scena
     if s.scenarios.rate > 0:
         mix_rng = seeded_rng(seed, "generated-scenarios")  # its own stream: API calls do not shift it
         attacks = [scenario for scenario in scenarios if scenario.expect == "alert"]
-        make = ScenarioMix(make, catalog, mix_rng, s.scenarios.rate, runner.report, scenarios=attacks)
+
+        def report(run: Run) -> None:
+            runner.report(run)
+            verdicts.report(run)
+
+        make = ScenarioMix(make, catalog, mix_rng, s.scenarios.rate, report, scenarios=attacks)
     generator = Generator(
         reactor,
         s.generator.events_per_second,
@@ -118,7 +142,7 @@ def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scena
         shape=s.shape,
         arrivals=seeded_rng(seed, "arrivals"),
     )
-    features = {"scenarios": True, "campaigns": False, "token_required": s.api.token is not None}
+    features = {"scenarios": True, "campaigns": True, "token_required": s.api.token is not None}
     console_state = ConsoleState(
         metrics.registry, publisher, reactor, s.outbox.max_events, generator.state, features
     )
@@ -136,9 +160,23 @@ def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scena
         catalog=catalog,
         strict=s.api.strict,
         console=console_resource(console_state, EventTail(outbox, reactor)),
+        verdicts=verdicts.routes,
+        alerts=None if alerts is None else alerts.consumer,
     )
     return Parts(
-        s, metrics, outbox, spool, factory, publisher, ground_truth, truth_services, runner, generator, api
+        s,
+        metrics,
+        outbox,
+        spool,
+        factory,
+        publisher,
+        ground_truth,
+        truth_services,
+        runner,
+        generator,
+        api,
+        verdicts,
+        alerts,
     )
 
 
@@ -155,10 +193,12 @@ def tree(p: Parts, reactor: Any, log_observer: ILogObserver | None = None) -> Au
     root.parts = p
     root.status = Status(s, p.outbox, p.metrics, api_port, metrics_port, outbox_service)
     for service in (
+        p.verdicts,  # first: restored before the API answers, stopped after it
         api_port,
         metrics_port,
         outbox_service,
         p.publisher,
+        *([] if p.alerts is None else [p.alerts]),
         *p.truth_services,
         p.ground_truth,
         p.scenarios,
@@ -310,6 +350,33 @@ def _publisher(s: Settings, reactor: Any, topology: Topology, outbox: Outbox, me
         topology=topology,
         tls=ClientTLS.load(s.tls.ca_file, s.tls.cert_file, s.tls.key_file, s.tls.verify_hostname),
         instance=s.generator.identity,
+    )
+
+
+def _alerts_link(s: Settings, reactor: Any, verdicts: VerdictService, metrics: Metrics) -> AlertsLink | None:
+    """With AUDITGEN_ALERTS_QUEUE or _EXCHANGE: the alerts consumer on a connection of its own to the same
+    nodes, acknowledging each alert once the verdict store has it (at once without a spool)."""
+    a = s.alerts
+    if a.queue is None and a.exchange is None:
+        return None
+    store = verdicts.store
+    consumer = AlertConsumer(
+        verdicts.tracker,
+        queue=a.queue,
+        exchange=a.exchange,
+        binding_key=a.binding_key,
+        metrics=metrics,
+        recorded=store.flushed if store is not None else lambda: succeed(None),
+    )
+    return AlertsLink(
+        reactor,
+        s.broker.nodes,
+        consumer,
+        tls=ClientTLS.load(s.tls.ca_file, s.tls.cert_file, s.tls.key_file, s.tls.verify_hostname),
+        connect_timeout=s.broker.connect_timeout,
+        heartbeat=s.broker.heartbeat,
+        shutdown_timeout=s.broker.shutdown_timeout,
+        name=f"auditgen alerts {s.generator.identity}",
     )
 
 

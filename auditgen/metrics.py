@@ -113,6 +113,31 @@ class Metrics:
             registry=r,
         )
 
+        self.scenario_verdicts = Counter(
+            f"{PREFIX}_scenario_verdicts",
+            "Scenario runs scored, by scenario and verdict (detected, missed, quiet, false_alarm).",
+            ["scenario", "verdict"],
+            registry=r,
+        )
+        self.time_to_detect = Histogram(
+            f"{PREFIX}_time_to_detect_seconds",
+            "From the broker's confirm of the event an alert names to the alert's arrival, per scenario.",
+            ["scenario"],
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.alerts_received = Counter(
+            f"{PREFIX}_alerts_received",
+            "Alerts received, by source (amqp or http) and result (matched, late, unexpected, malformed).",
+            ["source", "result"],
+            registry=r,
+        )
+        self.alerts_consumer_connected = Gauge(
+            f"{PREFIX}_alerts_consumer_connected",
+            "1 while the alerts consumer has an open channel consuming its queue, else 0.",
+            registry=r,
+        )
+
     def count_event(self, event_type: str, server_hostname: str, action_result: str) -> None:
         """Count one accepted event; a label set beyond the first max_series goes to the overflow series."""
         labels = (event_type, server_hostname, action_result)

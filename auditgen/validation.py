@@ -169,6 +169,14 @@ def _check_limits(fields: dict[str, Any]) -> None:
 
 def parse_json_object(body: bytes, expected: str = "a JSON object") -> dict[str, Any]:
     """The body as a JSON object: UTF-8, no duplicate keys, no NaN or Infinity."""
+    value = parse_json(body, expected)
+    if not isinstance(value, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def parse_json(body: bytes, expected: str) -> Any:
+    """The body as any JSON value: UTF-8, no duplicate keys, no NaN or Infinity."""
     if not body.strip():
         raise BadRequest(f"request body is empty; expected {expected}")
     try:
@@ -183,8 +191,6 @@ def parse_json_object(body: bytes, expected: str = "a JSON object") -> dict[str,
         raise BadRequest("request body is nested too deeply") from None
     except ValueError as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise BadRequest(f"request body must be a JSON object, not {type(value).__name__}")
     return value
 
 

@@ -42,6 +42,7 @@ from auditgen.validation import (
     parse_json_object,
     parse_strict,
 )
+from auditgen.verdicts.campaigns import campaign_schemas
 
 BULK_IDS_LISTED = 1_000  # up to this many, a bulk answer lists every event_id; above, the first and last
 RETRY_AFTER_SECONDS = 1  # outbox full: room comes back as soon as the broker confirms
@@ -49,11 +50,29 @@ CLOSING_RETRY_AFTER_SECONDS = 5  # shutting down: ask again once this instance (
 NO_GENERATOR = "this service has no generator to control"
 
 
+class Mounted(Protocol):
+    """Routes of their own served under some of the API's paths (auditgen.verdicts.routes.VerdictRoutes)."""
+
+    def resource(self, request: IRequest) -> IResource:
+        """What answers this request, whose path after the mount point is request.postpath."""
+
+    def track(self, run: Run, confirmations: Mapping[str, Deferred[Any] | None]) -> None:
+        """Score a scenario run the API started (its events were accepted)."""
+
+
 class GeneratorControl(Protocol):
     """What the control API needs of the generator; auditgen.generator.Generator provides it."""
 
     def state(self) -> dict[str, Any]: ...
     def configure(self, changes: Mapping[str, Any]) -> None: ...
+
+
+class AlertsStatus(Protocol):
+    """What /healthz shows of the alerts consumer (auditgen.verdicts.consumer.AlertConsumer)."""
+
+    consuming: bool
+
+    def describe(self) -> str: ...
 
 
 class Health(Protocol):
@@ -97,6 +116,7 @@ def openapi_document(scenarios: ScenarioRunner | None) -> dict[str, Any]:
         operation["parameters"] = []
         operation["requestBody"]["content"]["application/json"]["schema"] = schema
         document["paths"][f"/scenarios/{name}"] = {"post": operation}
+    document["components"]["schemas"].update(campaign_schemas(scenarios.parameter_schemas()))
     return document
 
 
@@ -146,10 +166,15 @@ class AuditAPI:
         catalog: Catalog | None = None,
         strict: bool = False,
         console: IResource | None = None,
+        verdicts: Mounted | None = None,
+        alerts: AlertsStatus | None = None,
     ) -> None:
-        """Without a generator, GET and PUT /generator answer 404; without a console, /console/ does.
-        `catalog` is the factory's, whose templates say which values look wrong (the built-in one if None);
-        `strict` refuses what looks wrong (400) instead of warning, for calls that do not say ?strict=."""
+        """Without a generator, GET and PUT /generator answer 404; without a console, /console/ does;
+        without verdicts, /alerts and /campaigns do. `catalog` is the factory's, whose templates say which
+        values look wrong (the built-in one if None); `strict` refuses what looks wrong (400) instead of
+        warning, for calls that do not say ?strict=."""
+        self._verdicts = verdicts
+        self._alerts = alerts
         self._generator = generator
         self._openapi: bytes | None = None
         self._factory = factory
@@ -366,6 +391,8 @@ class AuditAPI:
         assert self._scenarios is not None
         self._scenarios.report(run)
         self._scenarios.track(plan, "instant", entries)
+        if self._verdicts is not None:
+            self._verdicts.track(run, {e.event_id: e.confirmed for e in entries})
         answer = {
             **self._run_answer(plan, "instant"),
             "ends_at": run.expected["window"]["end"],
@@ -402,6 +429,14 @@ class AuditAPI:
             raise NotFound()
         return self._console
 
+    @app.route("/alerts", branch=True)
+    @app.route("/campaigns", branch=True)
+    def verdict_routes(self, request: IRequest) -> IResource:
+        """Alerts in, campaigns and their verdicts: auditgen/verdicts/routes.py."""
+        if self._verdicts is None:
+            raise NotFound()
+        return self._verdicts.resource(request)
+
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
         """200 while events can be confirmed, 503 otherwise, with what an operator needs to see why."""
@@ -409,20 +444,23 @@ class AuditAPI:
         blocked = self._health.blocked
         # While stopping, a load balancer should send elsewhere, whatever the broker link.
         status = "stopping" if self.closing else "healthy" if connected and not blocked else "unhealthy"
-        return json_response(
-            request,
-            200 if status == "healthy" else 503,
-            {
-                "status": status,
-                "rabbitmq_connected": connected,
-                "rabbitmq_blocked": blocked,
-                "broker": self._health.address,
-                "outbox_depth": len(self._outbox),
-                "outbox_capacity": self._outbox.capacity,
-                "unconfirmed": self._health.unconfirmed,
-                "last_error": self._health.last_error,
-            },
-        )
+        answer: dict[str, Any] = {
+            "status": status,
+            "rabbitmq_connected": connected,
+            "rabbitmq_blocked": blocked,
+            "broker": self._health.address,
+            "outbox_depth": len(self._outbox),
+            "outbox_capacity": self._outbox.capacity,
+            "unconfirmed": self._health.unconfirmed,
+            "last_error": self._health.last_error,
+        }
+        if self._alerts is not None:
+            # Shown, not part of the status: events can be confirmed without it, and verdicts wait for it.
+            answer["alerts_consumer"] = {
+                "consuming": self._alerts.consuming,
+                "source": self._alerts.describe(),
+            }
+        return json_response(request, 200 if status == "healthy" else 503, answer)
 
     @app.route("/livez", methods=["GET"])
     def livez(self, request: IRequest) -> bytes:

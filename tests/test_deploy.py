@@ -418,6 +418,10 @@ def exported_series() -> dict[str, set[str]]:
     m.spool_replayed.inc()
     m.spool_damaged.inc()
     m.metric_overflow.inc()
+    m.scenarios.labels("brute_force", "api").inc()
+    m.scenario_verdicts.labels("brute_force", "detected").inc()
+    m.time_to_detect.labels("brute_force").observe(1.0)
+    m.alerts_received.labels("amqp", "matched").inc()
     series: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(generate_latest(m.registry).decode()):
         for sample in family.samples:

@@ -18,6 +18,7 @@ from twisted.internet.threads import deferToThread
 
 from auditgen.events import Catalog
 from auditgen.scenarios import ScenarioRunner
+from auditgen.verdicts.routes import VerdictRoutes
 from auditgen.web import AuditAPI, openapi_document
 from tests.support.net import free_port
 from tests.support.shared_broker import BROKER_HOST, BROKER_PORT
@@ -38,13 +39,27 @@ def documented(scenarios: ScenarioRunner | None) -> set[tuple[str, str]]:
     return {(path, method.upper()) for path, item in paths.items() for method in item if method in METHODS}
 
 
+def _rules() -> list[tuple[str, set[str]]]:
+    """Every (path, methods) of the API's Klein app, with the apps it mounts (verdict_routes) expanded."""
+    mounts = {"/alerts": VerdictRoutes.alerts_app, "/campaigns": VerdictRoutes.campaigns_app}
+    rules: list[tuple[str, set[str]]] = []
+    for rule in AuditAPI.app.url_map.iter_rules():
+        if rule.endpoint.startswith("verdict_routes"):
+            if rule.rule in mounts:
+                for sub in mounts[rule.rule].url_map.iter_rules():
+                    rules.append((rule.rule + sub.rule.rstrip("/"), set(sub.methods or ())))
+            continue
+        rules.append((rule.rule, set(rule.methods or ())))
+    return rules
+
+
 def routed(scenario_names: list[str] | None) -> set[tuple[str, str]]:
     """Every (path, method) the Klein app routes, with werkzeug's <name> written as OpenAPI's {name};
     with scenario names, /scenarios/<name> as one path per scenario."""
     found: set[tuple[str, str]] = set()
-    for rule in AuditAPI.app.url_map.iter_rules():
-        path = rule.rule.replace("<", "{").replace(">", "}")
-        for method in rule.methods or ():
+    for rule, methods in _rules():
+        path = rule.replace("<", "{").replace(">", "}")
+        for method in methods:
             if method in ("HEAD", "OPTIONS"):
                 continue
             if path == "/console/{path:__rest__}":  # the console's branch: its static files and two endpoints

@@ -164,6 +164,18 @@ class ScenarioSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """Where the pipeline's alerts come from and how they name what triggered them (auditgen.verdicts)."""
+
+    queue: str | None
+    exchange: str | None
+    binding_key: str
+    event_fields: tuple[str, ...]
+    key_fields: dict[str, str] | None
+    detection_timeout: float
+
+
+@dataclass(frozen=True)
 class TemplateSettings:
     files: tuple[str, ...] | None
     replace: bool
@@ -195,6 +207,7 @@ class Settings:
     shape: ShapeSettings
     sessions: SessionSettings
     scenarios: ScenarioSettings
+    alerts: AlertSettings
     templates: TemplateSettings
     outbox: OutboxSettings
     logs: LogSettings

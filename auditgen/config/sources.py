@@ -34,6 +34,7 @@ _GROUPS: dict[str, type[Any]] = {
     "shape": ShapeSettings,
     "sessions": groups.SessionSettings,
     "scenarios": groups.ScenarioSettings,
+    "alerts": groups.AlertSettings,
     "templates": groups.TemplateSettings,
     "outbox": groups.OutboxSettings,
     "logs": groups.LogSettings,
@@ -106,6 +107,7 @@ def load_settings(
             f"invalid AUDITGEN_GROUND_TRUTH_QUEUE: {values['routing']['queue']!r}: expected a queue other "
             "than RABBITMQ_QUEUE; records there would reach the event consumers"
         )
+    _check_alerts(given, values)
     secret_options = tuple(
         f"--{spec.option}"
         for spec in SPECS
@@ -171,3 +173,21 @@ def _check_tls(given: Mapping[str, str], tls: Mapping[str, Any], nodes: tuple[gr
             load_client_certificate(tls["cert_file"], tls["key_file"])
         except ValueError as e:
             raise ConfigError(f"invalid {cert} / {key}: {e}") from None
+
+
+def _check_alerts(given: Mapping[str, str], values: Mapping[str, Any]) -> None:
+    """One source of alerts, and never a queue that holds events or ground truth."""
+    alerts = values["alerts"]
+    queue, exchange = alerts["queue"], alerts["exchange"]
+    if queue is not None and exchange is not None:
+        raise ConfigError(
+            f"{given['AUDITGEN_ALERTS_QUEUE']} and {given['AUDITGEN_ALERTS_EXCHANGE']} are both set; use one"
+        )
+    if "AUDITGEN_ALERTS_BINDING_KEY" in given and exchange is None:
+        raise ConfigError(f"{given['AUDITGEN_ALERTS_BINDING_KEY']} is set without AUDITGEN_ALERTS_EXCHANGE")
+    if queue is not None and queue in (values["routing"]["queue"], values["scenarios"]["ground_truth_queue"]):
+        raise ConfigError(
+            f"invalid {given['AUDITGEN_ALERTS_QUEUE']}: {queue!r}: expected a queue other than "
+            "RABBITMQ_QUEUE and AUDITGEN_GROUND_TRUTH_QUEUE; consuming it would take events "
+            "from their consumers"
+        )

@@ -15,11 +15,13 @@ from auditgen.amqp.topology import EXCHANGE_TYPES, QUEUE_TYPES
 from auditgen.config import parsers as p
 from auditgen.routing import parse_template
 from auditgen.shapes import SHAPES, ShapeSettings
+from auditgen.verdicts.alerts import DEFAULT_EVENT_FIELDS, parse_event_fields, parse_key_fields
 
 MAX_RATE = 100_000
 MAX_SESSIONS = 100_000
 MAX_SCENARIO_RATE = 1000  # every generated event part of a scenario
 MAX_INSTANCES = 10_000
+MAX_DETECTION_TIMEOUT = 3600.0  # seconds
 
 TOPICS: dict[str, str] = {
     "broker": "Broker",
@@ -31,6 +33,7 @@ TOPICS: dict[str, str] = {
     "shape": "Traffic shape",
     "sessions": "Sessions",
     "scenarios": "Scenarios",
+    "alerts": "Alerts and verdicts",
     "templates": "Templates",
     "outbox": "Outbox and spool",
     "logs": "Logs",
@@ -288,6 +291,38 @@ SPECS: tuple[Spec, ...] = (
         "Scenario files (`.json`, `.yaml`, `.yml`), comma-separated: each adds scenarios, or replaces a "
         "built-in of the same name (docs/scenarios.md); a bad file stops start-up naming the file, the "
         "scenario, the step and the field.",
+    ),
+    # -- alerts: the pipeline's verdicts (auditgen.verdicts)
+    Spec(
+        "alerts", "queue", "AUDITGEN_ALERTS_QUEUE", "alerts-queue", None, p.text,
+        "Queue to consume the pipeline's alerts from (declared durable), to score scenario runs; unset: "
+        "alerts come only by `POST /alerts`.",
+    ),
+    Spec(
+        "alerts", "exchange", "AUDITGEN_ALERTS_EXCHANGE", "alerts-exchange", None, p.text,
+        "Exchange the pipeline publishes alerts to: auditgen binds a queue of its own to it (instead of "
+        "`AUDITGEN_ALERTS_QUEUE`), so other consumers of the alerts keep theirs.",
+    ),
+    Spec(
+        "alerts", "binding_key", "AUDITGEN_ALERTS_BINDING_KEY", "alerts-binding-key", "#", p.any_text,
+        "Key binding auditgen's own queue to `AUDITGEN_ALERTS_EXCHANGE`.",
+    ),
+    Spec(
+        "alerts", "event_fields", "AUDITGEN_ALERT_EVENT_FIELDS", "alert-event-fields",
+        ",".join(DEFAULT_EVENT_FIELDS), parse_event_fields,
+        "Comma-separated dotted paths where an alert names the events that triggered it (a string or a "
+        "list of strings at each).",
+    ),
+    Spec(
+        "alerts", "key_fields", "AUDITGEN_ALERT_KEY_FIELDS", "alert-key-fields", None, parse_key_fields,
+        "For alerts that name no event: `key=dotted.path` pairs mapping a scenario's grouping keys to alert "
+        "fields, e.g. `user_id=triggered_by.actor_id,server_hostname=impacted_resource.server_hostname`.",
+    ),
+    Spec(
+        "alerts", "detection_timeout", "AUDITGEN_DETECTION_TIMEOUT", "detection-timeout", "60",
+        p.number_from("seconds", 0.001, MAX_DETECTION_TIMEOUT),
+        "Seconds after a scenario run's last confirmed event that an alert may take before the run is "
+        "missed (or quiet); campaigns may set their own.",
     ),
     # -- templates
     Spec(
