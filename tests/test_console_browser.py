@@ -123,8 +123,8 @@ def test_the_console_shows_the_service_live_and_steers_it(
     browser: Any, tmp_path: Path, queue_name: str
 ) -> None:
     """The page loads without errors, its charts move while the generator runs, a new rate shows in the
-    achieved rate, a scenario run from its form appears in the tail with its scenario_id, and the page
-    fits a phone-width screen."""
+    achieved rate, a scenario run from its form appears in the tail with its scenario_id, a campaign
+    started from the page shows its scorecard, and the page fits a phone-width screen."""
     service = Running(tmp_path, queue_name)
     try:
         page, errors = open_console(browser, service.url)
@@ -146,6 +146,14 @@ def test_the_console_shows_the_service_live_and_steers_it(
         until(lambda: page.locator("#tail li", has_text=scenario_id).count() > 0, 15, "the run in the tail")
         page.locator("#tail li", has_text=scenario_id).first.click()
         assert json.loads(page.inner_text("#tail-detail"))["details"]["scenario_id"] == scenario_id
+        assert errors == []
+
+        until(lambda: page.is_visible("#campaign-form"), 10, "the campaign form")
+        page.click("#campaign-form button[type=submit]")
+        until(lambda: "campaign " in page.inner_text("#campaign-result"), 10, "the campaign to start")
+        scenarios = len(service.get("/scenarios")["scenarios"])
+        rows = lambda: page.locator("#scorecard tbody tr").count()  # noqa: E731
+        until(lambda: rows() == scenarios, 15, "a scorecard row per scenario run")
         assert errors == []
 
         phone, phone_errors = open_console(browser, service.url, width=390, height=844)

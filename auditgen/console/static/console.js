@@ -300,7 +300,10 @@ async function followCampaign() {
   $("scorecard").hidden = false;
   $("scorecard").tBodies[0].replaceChildren(...rows);
   const total = campaign.summary?.total;
-  if (total) say($("campaign-result"), `${campaign.state}: detection rate ${number((total.detection_rate ?? 0) * 100, 0)}%`, true);
+  if (total) {
+    const rate = total.detection_rate == null ? "–" : `${number(total.detection_rate * 100, 0)}%`;
+    say($("campaign-result"), `campaign ${campaign.campaign_id} ${campaign.state}: detection rate ${rate}`, true);
+  }
   if (campaign.state !== "finished") setTimeout(followCampaign, 2000);
 }
 
