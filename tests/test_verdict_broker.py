@@ -18,11 +18,12 @@ import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.threads import deferToThread
 
+from auditgen.amqp.connection import Backoff
+from auditgen.amqp.publisher import Publisher
 from auditgen.config import Broker
 from auditgen.events import Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.publisher import Backoff, Publisher
 from auditgen.scenarios import ScenarioRunner
 from auditgen.verdicts.campaigns import Campaigns
 from auditgen.verdicts.consumer import AlertConsumer
