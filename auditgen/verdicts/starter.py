@@ -25,8 +25,16 @@ class OutboxStarter:
         self._outbox = outbox
 
     def prepare(self, spec: RunSpec) -> ScenarioRun:
-        if spec.delivery == "paced":
-            raise BadRequest(f"{spec.scenario}: paced delivery is not available; use instant")
+        try:
+            delivery = spec.delivery or self._runner.scenario(spec.scenario).delivery
+        except UnknownScenario as e:
+            raise BadRequest(str(e.args[0])) from None
+        if delivery == "paced":
+            # Sent at once, a run made to be spread out would trip an arrival-time rule: say so instead.
+            raise BadRequest(
+                f"{spec.scenario}: paced delivery is not available in campaigns yet (the scenario's file "
+                'asks for it); run it with POST /scenarios/{name}, or give "delivery": "instant"'
+            )
         try:
             return self._runner.run(spec.scenario, spec.parameters)
         except UnknownScenario as e:

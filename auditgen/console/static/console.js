@@ -272,7 +272,9 @@ $("campaign-form").addEventListener("submit", async (e) => {
   const count = Number(e.target.count.value);
   try {
     const { scenarios } = await (await fetch(api("scenarios"))).json();
-    const answer = await change("POST", "campaigns", { scenarios: Object.fromEntries(scenarios.map((s) => [s.name, count])) });
+    // Campaigns send runs at once: scenarios made to be paced are left to their own forms.
+    const instant = scenarios.filter((s) => s.delivery !== "paced");
+    const answer = await change("POST", "campaigns", { scenarios: Object.fromEntries(instant.map((s) => [s.name, count])) });
     say($("campaign-result"), `campaign ${answer.campaign_id} started`, true);
     following = answer.campaign_id;
     followCampaign();
