@@ -10,8 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from auditgen.events.catalog import Catalog
+from auditgen.events.grounding import Fit, Grounding
 from auditgen.events.templates import Template, is_scalar
 from auditgen.events.wire import KNOWN_FIELDS, SOURCE_API, SOURCE_GENERATED
+from auditgen.world.model import World
+
+# Pools a world stands in for: a template drawing its host or user from one of them gets the world's
+# choice (a host, an account in the role the event needs); any other spec names its value as given.
+WORLD_HOST_POOLS = frozenset({"hosts"})
+WORLD_USER_POOLS = frozenset({"users", "admins", "sudoers", "non_sudoers", "people"})
 
 
 def seeded_rng(seed: str | None, stream: str) -> random.Random:
@@ -36,17 +43,25 @@ def _utc_now() -> datetime:
 
 
 class EventFactory:
-    """Makes events from a catalog; a seeded rng and a fixed now make its output reproducible."""
+    """Makes events from a catalog; a seeded rng and a fixed now make its output reproducible.
+
+    With a world, every event is fitted to it (auditgen.events.grounding): hosts, accounts, software and
+    addresses agree across events, and details carry auditd's fields. Without one, values are drawn from
+    the template pools alone, each independently of the others.
+    """
 
     def __init__(
         self,
         catalog: Catalog,
         rng: random.Random | None = None,
         now: Callable[[], datetime] | None = None,
+        world: World | None = None,
     ) -> None:
         self._catalog = catalog
         self._rng = rng if rng is not None else random.Random()
         self._now = now if now is not None else _utc_now
+        self.grounding = Grounding(world, catalog.pools) if world is not None else None
+        """The stream's fit to its world (its ledger of accounts and session numbers), if it has one."""
 
     def generate(self) -> dict[str, Any]:
         """A full random event, in no session: template chosen by weight; source_service SOURCE_GENERATED.
@@ -57,7 +72,19 @@ class EventFactory:
         rng = self._rng
         t = self._catalog.pick(rng)
         host, user = t.host(rng), t.user(rng)
-        details = self._details(t, host, user, t.severity, t.action_result, None, None)
+        values = self._values(t, None)
+        fit = None
+        if self.grounding is not None:
+            fit = self._fit(t, t.action_result, values, host, user, None, plain=True)
+            while fit.retry:  # nothing to delete yet: another event instead
+                t = self._catalog.pick(rng)
+                host, user = t.host(rng), t.user(rng)
+                values = self._values(t, None)
+                fit = self._fit(t, t.action_result, values, host, user, None, plain=True)
+            host, user = fit.host, fit.user
+        details = self._details(
+            t, values, host, user, t.severity, t.action_result, None if fit is None else fit.details, fit
+        )
         event = self._event(SOURCE_GENERATED, host, t.event_type, t.severity, user, t.action_result, details)
         if "resource" in details:
             event["resource"] = details["resource"]
@@ -89,18 +116,29 @@ class EventFactory:
         host = fields.get("server_hostname")
         if host is None:
             host = t.host(rng)
-            if session is not None:
+            if session is not None and t.host_from is not None and t.host_from in session:
                 host = _from_session(session, t.host_from, host)
+            elif self.grounding is not None and t.host_pool in WORLD_HOST_POOLS:
+                host = None  # the world's choice
         user = fields.get("user_id")
         if user is None:
             user = t.user(rng)
-            if session is not None:
+            if session is not None and t.user_from is not None and t.user_from in session:
                 user = _from_session(session, t.user_from, user)
+            elif self.grounding is not None and t.user_pool in WORLD_USER_POOLS:
+                user = None
         severity = fields.get("severity")
         if severity is None:
             severity = t.severity
         result = given_result if given_result is not None else t.action_result
-        details = self._details(t, host, user, severity, result, fields.get("details"), session)
+        values = self._values(t, session)
+        given = fields.get("details")
+        fit = None
+        if self.grounding is not None:
+            fit = self._fit(t, result, values, host, user, session, plain=False)
+            host, user = fit.host, fit.user
+            given = {**fit.details, **given} if given else fit.details
+        details = self._details(t, values, host, user, severity, result, given, fit)
 
         event = self._event(source, host, event_type, severity, user, result, details)
         if "resource" in details:
@@ -110,21 +148,63 @@ class EventFactory:
                 event[key] = value
         return event
 
-    def _details(
-        self,
-        t: Template,
-        host: Any,
-        user: Any,
-        severity: Any,
-        result: Any,
-        given: Mapping[str, Any] | None,
-        session: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
+    def _values(self, t: Template, session: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The template's drawn details (formats aside), with the session's values where it says so."""
         rng = self._rng
         values = {key: gen(rng) for key, gen in t.plain}
         if session is not None:
             for key, session_key in t.from_session:
                 values[key] = _from_session(session, session_key, values[key])
+        return values
+
+    def _fit(
+        self,
+        t: Template,
+        result: str,
+        values: Mapping[str, Any],
+        host: Any,
+        user: Any,
+        session: Mapping[str, Any] | None,
+        plain: bool,
+    ) -> Fit:
+        """The event fitted to the world; a plain event's pooled host and user are the world's choice."""
+        assert self.grounding is not None
+        if plain:
+            host = None if t.host_pool in WORLD_HOST_POOLS else host
+            user = None if t.user_pool in WORLD_USER_POOLS else user
+        host = host if isinstance(host, str) else None if host is None else str(host)
+        user = user if isinstance(user, str) else None if user is None else str(user)
+        return self.grounding.fit(t.event_type, result, values, host, user, session, self._rng, plain)
+
+    def _details(
+        self,
+        t: Template,
+        values: dict[str, Any],
+        host: Any,
+        user: Any,
+        severity: Any,
+        result: Any,
+        given: Mapping[str, Any] | None,
+        fit: Fit | None,
+    ) -> dict[str, Any]:
+        if fit is not None:
+            details = self._formatted(t, values, host, user, severity, result, given)
+            for key, value in fit.audit.items():
+                if key not in details:
+                    details[key] = value
+            return details
+        return self._formatted(t, values, host, user, severity, result, given)
+
+    @staticmethod
+    def _formatted(
+        t: Template,
+        values: dict[str, Any],
+        host: Any,
+        user: Any,
+        severity: Any,
+        result: Any,
+        given: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
         if not t.formats and not given:
             return values  # the common case: already in declared order
         if given:
