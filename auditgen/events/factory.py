@@ -135,7 +135,8 @@ class EventFactory:
         given = fields.get("details")
         fit = None
         if self.grounding is not None:
-            fit = self._fit(t, result, values, host, user, session, plain=False)
+            seen = {**values, **given} if given else values  # the caller's details count as drawn
+            fit = self._fit(t, result, seen, host, user, session, plain=False)
             host, user = fit.host, fit.user
             given = {**fit.details, **given} if given else fit.details
         details = self._details(t, values, host, user, severity, result, given, fit)

@@ -231,7 +231,7 @@ class Grounding:
             return person.addresses[0] if rng.random() < 0.75 else person.addresses[1]
         return f"10.99.12.{200 + zlib.crc32(user.encode()) % 50}"
 
-    def _pick(self, rng: random.Random, want: str) -> tuple[Host, Account]:
+    def pick(self, rng: random.Random, want: str) -> tuple[Host, Account]:
         """A host and an account on it in the role: "admin" (may sudo, not root), "developer", "login"."""
         hosts = self._hosts
         host = rng.choice(hosts)
@@ -297,7 +297,7 @@ class Grounding:
             if host is None:  # a user outside the world, on any host
                 host = rng.choice(self._hosts)
         if host is None:
-            host, account = self._pick(rng, want)
+            host, account = self.pick(rng, want)
         elif user_name is None:
             candidates = self._role(host, want)
             account = rng.choice(candidates) if candidates else host.account("root")
