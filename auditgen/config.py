@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
-from auditgen import shapes
+from auditgen import shapes, world
 from auditgen.routing import EXCHANGE_TYPES, QUEUE_TYPES, RoutingKey, Topology, parse_template
 
 MAX_RATE = 100_000
@@ -81,6 +81,9 @@ class Settings:
     templates_replace: bool = False
     ground_truth_queue: str | None = None
     scenario_rate: float = 0.0
+    world_hosts: int = world.DEFAULT_HOSTS
+    world_people: int = world.DEFAULT_PEOPLE
+    world_file: str | None = None
     brokers: tuple[Broker, ...] = ()  # every node to try, in order; `broker` is the first
     exchange: str = ""
     exchange_type: str = "topic"
@@ -233,6 +236,16 @@ def _session_count(text: str) -> int:
     if value > MAX_SESSIONS:
         raise ValueError(f"expected a whole number from 1 to {MAX_SESSIONS}")
     return value
+
+
+def _count_up_to(maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > maximum:
+            raise ValueError(f"expected a whole number from 1 to {maximum}")
+        return value
+
+    return parse
 
 
 def _any_text(text: str) -> str:
@@ -631,6 +644,30 @@ SPECS: tuple[Spec, ...] = (
         "0",
         _number_from("scenarios per 1,000 events", 0, MAX_SCENARIO_RATE),
         "Scenarios started per 1,000 generated events (0 to 1000, a number); 0: none.",
+    ),
+    Spec(
+        "world_hosts",
+        "AUDITGEN_WORLD_HOSTS",
+        "world-hosts",
+        str(world.DEFAULT_HOSTS),
+        _count_up_to(world.MAX_HOSTS),
+        f"Hosts in the world events are drawn from (1 to {world.MAX_HOSTS}), built from the seed.",
+    ),
+    Spec(
+        "world_people",
+        "AUDITGEN_WORLD_PEOPLE",
+        "world-people",
+        str(world.DEFAULT_PEOPLE),
+        _count_up_to(world.MAX_PEOPLE),
+        f"People with accounts in the world (1 to {world.MAX_PEOPLE}); a third are admins.",
+    ),
+    Spec(
+        "world_file",
+        "AUDITGEN_WORLD_FILE",
+        "world-file",
+        None,
+        _text,
+        "A world file (.json, .yaml, .yml) to draw events from instead of a built one (docs/world.md).",
     ),
     Spec(
         "exchange",

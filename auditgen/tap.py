@@ -23,6 +23,9 @@ from auditgen.catalogs import load_catalog
 from auditgen.config import SPECS, ConfigError, Settings, load_settings, read_dotenv
 from auditgen.events import Catalog, TemplateError
 from auditgen.routing import Topology
+from auditgen.world import World
+from auditgen.world.files import WorldError
+from auditgen.world.files import load as load_world
 
 if TYPE_CHECKING:  # imported for real in makeService, which may install the reactor
     from auditgen.metrics import Metrics
@@ -49,6 +52,8 @@ class Options(usage.Options):
 
     settings: Settings
     catalog: Catalog
+    world: World | None
+    """The user's world file, read here so a bad one is a usage error; None: built in makeService."""
 
     def postOptions(self) -> None:
         """Settings and templates are checked here, so a mistake is a usage error before anything starts."""
@@ -62,6 +67,10 @@ class Options(usage.Options):
             self.catalog = load_catalog(s.templates or (), s.templates_replace)
         except TemplateError as e:
             raise usage.UsageError(f"templates: {e}") from None
+        try:
+            self.world = load_world(s.world_file) if s.world_file else None
+        except WorldError as e:
+            raise usage.UsageError(f"world: {e}") from None
 
 
 class AuditgenService(MultiService):
@@ -120,6 +129,7 @@ def makeService(options: Options) -> IService:
     from auditgen.shapes import ShapeSettings
     from auditgen.spool import Spool
     from auditgen.web import AuditAPI
+    from auditgen.world import build as build_world
 
     # pika logs through the stdlib at warning level for things this service reports itself, once per
     # state change (returns, nacks, every closed connection); keep its log for real failures only.
@@ -135,12 +145,13 @@ def makeService(options: Options) -> IService:
         s.outbox_max, metrics, clock, spool=spool, spool_max_bytes=s.spool_max_bytes, routing=s.event_routing
     )
     catalog = options.catalog
-    factory = EventFactory(catalog, seeded_rng(s.seed, "api"))
+    world = options.world or build_world(s.seed, s.world_hosts, s.world_people)
+    factory = EventFactory(catalog, seeded_rng(s.seed, "api"), world=world)
     publisher = _publisher(s, reactor, s.topology, outbox, metrics)
     truth_outbox, truth_services = _ground_truth_outbox(s, reactor)
     ground_truth = GroundTruth(metrics, clock, truth_outbox)
     scenarios = ScenarioRunner(catalog, seeded_rng(s.seed, "scenarios"), ground_truth)
-    generated = EventFactory(catalog, seeded_rng(s.seed, "generator"))
+    generated = EventFactory(catalog, seeded_rng(s.seed, "generator"), world=world)
     make: Callable[[], Mapping[str, Any]] = generated.generate
     if s.session_share > 0:
         make = SessionMix(generated, seeded_rng(s.seed, "sessions"), s.session_share, s.sessions)

@@ -16,9 +16,16 @@ from auditgen.events.wire import KNOWN_FIELDS, SOURCE_API, SOURCE_GENERATED
 from auditgen.world.model import World
 
 # Pools a world stands in for: a template drawing its host or user from one of them gets the world's
-# choice (a host, an account in the role the event needs); any other spec names its value as given.
+# choice (a host, an account in the role the event needs); any other spec names its value as given, and
+# so does one of these pools when the user's files redefine it (their own hosts or users).
 WORLD_HOST_POOLS = frozenset({"hosts"})
 WORLD_USER_POOLS = frozenset({"users", "admins", "sudoers", "non_sudoers", "people"})
+
+
+def _standing_in(catalog: Catalog, names: frozenset[str]) -> frozenset[str]:
+    """The pools of names that are still the built-in ones in this catalog."""
+    builtin = Catalog.builtin().pools
+    return frozenset(n for n in names if n in catalog.pools and catalog.pools[n] == builtin.get(n))
 
 
 def seeded_rng(seed: str | None, stream: str) -> random.Random:
@@ -62,6 +69,8 @@ class EventFactory:
         self._now = now if now is not None else _utc_now
         self.grounding = Grounding(world, catalog.pools) if world is not None else None
         """The stream's fit to its world (its ledger of accounts and session numbers), if it has one."""
+        self._host_pools = _standing_in(catalog, WORLD_HOST_POOLS)
+        self._user_pools = _standing_in(catalog, WORLD_USER_POOLS)
 
     def generate(self) -> dict[str, Any]:
         """A full random event, in no session: template chosen by weight; source_service SOURCE_GENERATED.
@@ -118,14 +127,14 @@ class EventFactory:
             host = t.host(rng)
             if session is not None and t.host_from is not None and t.host_from in session:
                 host = _from_session(session, t.host_from, host)
-            elif self.grounding is not None and t.host_pool in WORLD_HOST_POOLS:
+            elif self.grounding is not None and t.host_pool in self._host_pools:
                 host = None  # the world's choice
         user = fields.get("user_id")
         if user is None:
             user = t.user(rng)
             if session is not None and t.user_from is not None and t.user_from in session:
                 user = _from_session(session, t.user_from, user)
-            elif self.grounding is not None and t.user_pool in WORLD_USER_POOLS:
+            elif self.grounding is not None and t.user_pool in self._user_pools:
                 user = None
         severity = fields.get("severity")
         if severity is None:
@@ -136,7 +145,7 @@ class EventFactory:
         fit = None
         if self.grounding is not None:
             seen = {**values, **given} if given else values  # the caller's details count as drawn
-            fit = self._fit(t, result, seen, host, user, session, plain=False)
+            fit = self._fit(t, result, seen, host, user, session, plain=False, given=given)
             host, user = fit.host, fit.user
             given = {**fit.details, **given} if given else fit.details
         details = self._details(t, values, host, user, severity, result, given, fit)
@@ -167,15 +176,16 @@ class EventFactory:
         user: Any,
         session: Mapping[str, Any] | None,
         plain: bool,
+        given: Mapping[str, Any] | None = None,
     ) -> Fit:
         """The event fitted to the world; a plain event's pooled host and user are the world's choice."""
         assert self.grounding is not None
         if plain:
-            host = None if t.host_pool in WORLD_HOST_POOLS else host
-            user = None if t.user_pool in WORLD_USER_POOLS else user
+            host = None if t.host_pool in self._host_pools else host
+            user = None if t.user_pool in self._user_pools else user
         host = host if isinstance(host, str) else None if host is None else str(host)
         user = user if isinstance(user, str) else None if user is None else str(user)
-        return self.grounding.fit(t.event_type, result, values, host, user, session, self._rng, plain)
+        return self.grounding.fit(t.event_type, result, values, host, user, session, self._rng, plain, given)
 
     def _details(
         self,

@@ -21,7 +21,7 @@ import zlib
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from auditgen.world.model import UNSET_ID, Account, Host, Profile, World
 
@@ -81,7 +81,18 @@ class Fit:
     retry: bool = False
 
 
+T = TypeVar("T")
 _RETRY = Fit("", "", {}, {}, retry=True)
+
+
+def _one(rng: random.Random, values: Sequence[T]) -> T:
+    """rng.choice without its Python-level rejection loop: this runs several times per event."""
+    return values[int(rng.random() * len(values))]
+
+
+def _below(rng: random.Random, low: int, high: int) -> int:
+    """A whole number in [low, high), as _one draws."""
+    return low + int(rng.random() * (high - low))
 
 
 def pseudo_uid(name: str) -> int:
@@ -95,7 +106,7 @@ def _terminal(session: Mapping[str, Any] | None, rng: random.Random) -> str:
         terminal = session.get("terminal")
         if isinstance(terminal, str):
             return terminal
-    return f"pts/{rng.randrange(8)}"
+    return f"pts/{_below(rng, 0, 8)}"
 
 
 @functools.cache
@@ -124,6 +135,11 @@ def _owners(profile: Profile) -> tuple[str, ...]:
     nobody = "nobody:nogroup" if profile.release.manager == "apt" else "nobody:nobody"
     owners = [f"{a.name}:{a.name}" for a in profile.system_accounts if a.uid not in (0, 1, 65534)]
     return (*owners, nobody)
+
+
+@functools.cache
+def _installable(profile: Profile) -> tuple[str, ...]:
+    return tuple(profile.release.versions)
 
 
 @functools.cache
@@ -170,7 +186,7 @@ class Grounding:
     def new_account_name(self, host: Host, rng: random.Random) -> str | None:
         """A name for a new account on the host: one that does not exist there now (None: all do)."""
         free = [n for n in self._new_names if self.account(host, n) is None]
-        return rng.choice(free) if free else None
+        return _one(rng, free) if free else None
 
     def create(self, host: Host, name: str, uid: int | None = None) -> Account:
         """Record an account created on the host; it exists until delete()."""
@@ -207,43 +223,44 @@ class Grounding:
             self._by_user = {name: tuple(hosts) for name, hosts in by_user.items()}
         hosts = self._by_user.get(user)
         if hosts:
-            return rng.choice(hosts)
-        return rng.choice(self._hosts) if user == "root" else None
+            return _one(rng, hosts)
+        return _one(rng, self._hosts) if user == "root" else None
 
     def attacker(self, host: Host, rng: random.Random) -> tuple[str, str]:
         """A dictionary name that does not exist on the host, and an outside address it comes from."""
         names = self.world.attackers.names
-        name = rng.choice(names)
+        name = _one(rng, names)
         for _ in range(_DRAWS):
             if self.account(host, name) is None:
                 break
-            name = rng.choice(names)
+            name = _one(rng, names)
         else:
-            name = f"{name}{rng.randrange(10, 100)}"
-        net = rng.choice(self._attacker_nets)
-        n = int(net.network_address) + 1 + rng.randrange(net.num_addresses - 2)
+            name = f"{name}{_below(rng, 10, 100)}"
+        net = _one(rng, self._attacker_nets)
+        n = int(net.network_address) + 1 + _below(rng, 0, net.num_addresses - 2)
         return name, str(ipaddress.ip_address(n))
 
     def source(self, user: str, rng: random.Random) -> str:
         """Where a person connects from: their workstation, sometimes the VPN; others from the VPN range."""
         person = self.world.person(user)
         if person is not None:
-            return person.addresses[0] if rng.random() < 0.75 else person.addresses[1]
+            addresses = person.addresses
+            return addresses[0] if rng.random() < 0.75 or len(addresses) == 1 else _one(rng, addresses[1:])
         return f"10.99.12.{200 + zlib.crc32(user.encode()) % 50}"
 
     def pick(self, rng: random.Random, want: str) -> tuple[Host, Account]:
         """A host and an account on it in the role: "admin" (may sudo, not root), "developer", "login"."""
         hosts = self._hosts
-        host = rng.choice(hosts)
+        host = _one(rng, hosts)
         for _ in range(_DRAWS):
             candidates = self._role(host, want)
             if candidates:
-                return host, rng.choice(candidates)
-            host = rng.choice(hosts)
+                return host, _one(rng, candidates)
+            host = _one(rng, hosts)
         for host in hosts:
             candidates = self._role(host, want)
             if candidates:
-                return host, rng.choice(candidates)
+                return host, _one(rng, candidates)
         root = host.account("root")
         assert root is not None
         return host, root
@@ -251,7 +268,7 @@ class Grounding:
     @staticmethod
     def _role(host: Host, want: str) -> Sequence[Account]:
         if want == "admin":
-            return [a for a in host.sudoers if a.uid != 0]
+            return host.admins
         if want == "developer":
             return host.developers
         return host.logins
@@ -268,10 +285,13 @@ class Grounding:
         session: Mapping[str, Any] | None,
         rng: random.Random,
         plain: bool,
+        given: Mapping[str, Any] | None = None,
     ) -> Fit:
         """The event fitted to the world. host_name, user_name: fixed by the caller, the session or the
-        template (None: the world chooses). drawn: the template's details so far (read, never changed).
+        template (None: the world chooses). drawn: the event's details so far, the template's and the
+        caller's (read, never changed); given: the caller's alone, which win (an address, a protocol).
         plain: a generated event in no session (it may be retried; it owns its own audit session)."""
+        given = given or {}
         host = self.world.host(host_name) if host_name is not None else None
         if host_name is not None and host is None:
             # Outside the world: as given, with auditd's fields only.
@@ -279,7 +299,7 @@ class Grounding:
             audit = self._audit(event_type, result, pseudo_uid(user), host_name, session, rng, drawn)
             return Fit(host_name, user, {}, audit)
         if event_type == "user_login" and result != "SUCCESS":
-            return self._failed_login(drawn, host, user_name, session, rng)
+            return self._failed_login(drawn, given, host, user_name, session, rng)
         if plain and event_type == "user_account_management" and result == "DELETED" and host is None:
             if not self._plain_created:
                 return _RETRY
@@ -295,16 +315,16 @@ class Grounding:
         if host is None and user_name is not None:
             host = self.host_for(user_name, rng)
             if host is None:  # a user outside the world, on any host
-                host = rng.choice(self._hosts)
+                host = _one(rng, self._hosts)
         if host is None:
             host, account = self.pick(rng, want)
         elif user_name is None:
             candidates = self._role(host, want)
-            account = rng.choice(candidates) if candidates else host.account("root")
+            account = _one(rng, candidates) if candidates else host.account("root")
         name = user_name if user_name is not None else account.name if account is not None else "root"
         if account is None:
             account = self.account(host, name)
-        details = self._details(event_type, result, drawn, host, account, name, session, rng, plain)
+        details = self._details(event_type, result, drawn, given, host, account, name, session, rng, plain)
         if details is None:
             return _RETRY
         uid = account.uid if account is not None else pseudo_uid(name)
@@ -323,6 +343,7 @@ class Grounding:
     def _failed_login(
         self,
         drawn: Mapping[str, Any],
+        given: Mapping[str, Any],
         host: Host | None,
         user_name: str | None,
         session: Mapping[str, Any] | None,
@@ -336,14 +357,16 @@ class Grounding:
         if host is None:
             host = self.host_for(user_name, rng) if user_name is not None else None
             if host is None:
-                host = rng.choice(self._hosts)
+                host = _one(rng, self._hosts)
         if user_name is None and reason == "unknown_user":
             user_name, address = self.attacker(host, rng)
-            details["ip_address"] = address
-            protocol = details["protocol"] = "ssh"
+            if "protocol" not in given:
+                protocol = details["protocol"] = "ssh"  # attackers come over the network
+            if protocol != "console" and "ip_address" not in given:
+                details["ip_address"] = address
         elif user_name is None:
             candidates = host.logins
-            user_name = rng.choice(candidates).name if candidates else "root"
+            user_name = _one(rng, candidates).name if candidates else "root"
         exists = self.account(host, user_name) is not None
         if "reason" in drawn:
             if not exists:
@@ -356,7 +379,7 @@ class Grounding:
                 reason = "invalid_password"
             details["reason"] = reason
         if "ip_address" not in details:
-            details.update(self._connection(drawn, user_name, protocol, session, rng))
+            details.update(self._connection(drawn, given, user_name, protocol, session, rng))
         details = {key: value for key, value in details.items() if key in drawn}
         audit = self._audit("user_login", "FAILURE", UNSET_ID, host.name, session, rng, details, drawn)
         return Fit(host.name, user_name, details, audit)
@@ -364,6 +387,7 @@ class Grounding:
     def _connection(
         self,
         drawn: Mapping[str, Any],
+        given: Mapping[str, Any],
         user: str,
         protocol: Any,
         session: Mapping[str, Any] | None,
@@ -375,7 +399,9 @@ class Grounding:
             if "ip_address" in drawn:
                 details["ip_address"] = None
             return details
-        if session is not None and session.get("source_ip"):
+        if given.get("ip_address"):
+            address = given["ip_address"]
+        elif session is not None and session.get("source_ip"):
             address = session["source_ip"]
         else:
             address = self.source(user, rng)
@@ -388,6 +414,7 @@ class Grounding:
         event_type: str,
         result: str,
         drawn: Mapping[str, Any],
+        given: Mapping[str, Any],
         host: Host,
         account: Account | None,
         name: str,
@@ -400,15 +427,15 @@ class Grounding:
         out: dict[str, Any] = {}
         if event_type in ("user_login", "user_logout"):
             protocol = session.get("protocol", drawn.get("protocol")) if session else drawn.get("protocol")
-            out.update(self._connection(drawn, name, protocol, session, rng))
+            out.update(self._connection(drawn, given, name, protocol, session, rng))
         elif event_type == "sudo_command":
-            out["command"] = rng.choice(_commands(profile))
-            out["cwd"] = rng.choice((account.home if account else "/root", "/tmp", "/var/log"))
+            out["command"] = _one(rng, _commands(profile))
+            out["cwd"] = _one(rng, (account.home if account else "/root", "/tmp", "/var/log"))
         elif event_type in ("file_modified", "permission_change"):
-            out["resource"] = rng.choice(profile.files)
-            out["new_owner"] = rng.choice(_owners(profile))
+            out["resource"] = _one(rng, profile.files)
+            out["new_owner"] = _one(rng, _owners(profile))
         elif event_type == "service_status_change":
-            out["resource"] = rng.choice(profile.services)
+            out["resource"] = _one(rng, profile.services)
         elif event_type == "user_account_management":
             changed = self._account_change(result, host, rng, plain)
             if changed is None:
@@ -417,10 +444,10 @@ class Grounding:
             if result == "DELETED" and "resource" in drawn:
                 out["resource"] = drawn["resource"]
         elif event_type == "package_install":
-            package = rng.choice(tuple(profile.release.versions))
+            package = _one(rng, _installable(profile))
             out.update(self._package(profile, package, "install"))
         elif event_type == "package_remove":
-            out.update(self._package(profile, rng.choice(_removable(profile)), "remove"))
+            out.update(self._package(profile, _one(rng, _removable(profile)), "remove"))
         elif event_type == "firewall_rule_change" and profile.release.manager == "dnf":
             out["tool"] = "firewalld"
             verb = "accept" if drawn.get("rule_action") == "allow" else "reject"
@@ -440,7 +467,7 @@ class Grounding:
         if result == "CREATED":
             if not plain:
                 name = self.new_account_name(host, rng)
-                return {"resource": name, "group": rng.choice(_groups(host.profile, True))} if name else {}
+                return {"resource": name, "group": _one(rng, _groups(host.profile, True))} if name else {}
             if len(self._plain_created) >= _MAX_PLAIN_ACCOUNTS:
                 return None
             name = self.new_account_name(host, rng)
@@ -448,13 +475,13 @@ class Grounding:
                 return None
             self.create(host, name)
             self._plain_created.append((host.name, name))
-            return {"resource": name, "group": rng.choice(_groups(host.profile, True))}
+            return {"resource": name, "group": _one(rng, _groups(host.profile, True))}
         if result == "DELETED":
             return {}  # fit() chose what a plain deletion deletes; a session's step names it
-        member = rng.choice(host.logins) if host.logins else None
+        member = _one(rng, host.logins) if host.logins else None
         if member is None:
             return None if plain else {}
-        return {"resource": member.name, "group": rng.choice(_groups(host.profile, False))}
+        return {"resource": member.name, "group": _one(rng, _groups(host.profile, False))}
 
     @staticmethod
     def _package(profile: Profile, package: str, verb: str) -> dict[str, Any]:
@@ -501,12 +528,12 @@ class Grounding:
             address = values.get("ip_address") or (session.get("source_ip") if session else None)
             console = protocol == "console"
             if res == "failed":
-                terminal = "ssh" if not console else f"/dev/tty{1 + rng.randrange(6)}"
-                pid = rng.randrange(1000, _MAX_PID)
+                terminal = "ssh" if not console else f"/dev/tty{1 + _below(rng, 0, 6)}"
+                pid = _below(rng, 1000, _MAX_PID)
                 auid = ses = UNSET_ID
             else:
                 terminal = self._login_terminal(session, protocol, rng)
-                pid = session["pid"] if in_session and session else rng.randrange(1000, _MAX_PID)
+                pid = session["pid"] if in_session and session else _below(rng, 1000, _MAX_PID)
                 auid = uid
                 ses = session["ses"] if in_session and session else self.next_ses(host)
             addr = "?" if console or not address else address
@@ -529,7 +556,7 @@ class Grounding:
         # sudo, passwd and the user's own edits run as the user; the rest as root, by way of sudo.
         as_user = event_type in ("sudo_command", "password_change", "ssh_key_added")
         return {
-            "pid": rng.randrange(1000, _MAX_PID),
+            "pid": _below(rng, 1000, _MAX_PID),
             "uid": uid if as_user else 0,
             "auid": auid,
             "ses": ses,
@@ -543,11 +570,11 @@ class Grounding:
         if session is not None and isinstance(session.get("terminal"), str):
             terminal: str = session["terminal"]
         elif protocol == "console":
-            terminal = f"tty{1 + rng.randrange(6)}"
+            terminal = f"tty{1 + _below(rng, 0, 6)}"
         elif protocol == "sftp":
             return "ssh"
         else:
-            terminal = f"pts/{rng.randrange(8)}"
+            terminal = f"pts/{_below(rng, 0, 8)}"
         return terminal if terminal == "ssh" else f"/dev/{terminal}"
 
     @staticmethod

@@ -78,20 +78,22 @@ def build(seed: str | None, hosts: int = DEFAULT_HOSTS, people: int = DEFAULT_PE
         role = roles[index] if index < len(roles) else rng.choices(roles, cum_weights=role_cum)[0]
         env = ENVIRONMENTS[0] if rng.random() < 0.8 else ENVIRONMENTS[1]
         counts[role, env] = number = counts.get((role, env), 0) + 1
-        profile = _profile(role, rng.choices(release_names, cum_weights=release_cum)[0])
-        release = profile.release
+        kind = profile(role, rng.choices(release_names, cum_weights=release_cum)[0])
+        release = kind.release
         own: list[Account] = []
-        for person in rng.sample(ops, min(len(ops), rng.randint(*ADMINS_PER_HOST))):
-            own.append(_person_account(accounts, person, release, "admin"))
-        for person in rng.sample(devs, min(len(devs), rng.randint(*DEVELOPERS_PER_HOST))):
-            own.append(_person_account(accounts, person, release, "developer"))
+        chosen = [
+            *rng.sample(ops, min(len(ops), rng.randint(*ADMINS_PER_HOST))),
+            *rng.sample(devs, min(len(devs), rng.randint(*DEVELOPERS_PER_HOST))),
+        ]
+        for person in chosen:
+            own.append(_cached(accounts, person.name, release, lambda: person_account(person, release)))  # noqa: B023
         for name in ("svc-monitoring", *ref["roles"][role]["service_accounts"]):
-            own.append(_service_account(accounts, name, release))
+            own.append(_cached(accounts, name, release, lambda: service_account(name, release)))  # noqa: B023
         made.append(
             Host(
                 name=f"{_short(role)}-{number:0{width}d}.{env}.example.com",
                 address=_address(servers, index),
-                profile=profile,
+                profile=kind,
                 password_ssh=role == "bastion" or rng.random() < PASSWORD_SSH_SHARE,
                 accounts=tuple(sorted(own, key=lambda a: a.uid)),
             )
@@ -145,30 +147,34 @@ def _fields(person: Person) -> dict[str, Any]:
     return {name: getattr(person, name) for name in Person.__slots__}
 
 
-def _person_account(
-    cache: dict[tuple[str, str], Account], person: Person, release: Release, kind: str
-) -> Account:
-    key = (person.name, release.name)
-    account = cache.get(key)
-    if account is None:
-        sudo = kind == "admin"
-        groups = (person.name, release.admin_group) if sudo else (person.name, "developers")
-        account = cache[key] = Account(person.name, person.uid, kind, groups, "/bin/bash", sudo)
-    return account
+def person_account(person: Person, release: Release) -> Account:
+    """A person's account on a host of that release: an admin (in its sudo or wheel group) for ops, a
+    developer for dev; the same uid everywhere."""
+    if person.team == "ops":
+        groups = (person.name, release.admin_group)
+        return Account(person.name, person.uid, "admin", groups, "/bin/bash", True)
+    return Account(person.name, person.uid, "developer", (person.name, "developers"), "/bin/bash", False)
 
 
-def _service_account(cache: dict[tuple[str, str], Account], name: str, release: Release) -> Account:
-    key = (name, release.name)
-    account = cache.get(key)
+def service_account(name: str, release: Release) -> Account | None:
+    """One of the built-in service accounts (deploy, svc-backup, ...) on a host of that release."""
+    spec = reference()["service_accounts"].get(name)
+    if spec is None:
+        return None
+    groups: tuple[str, ...] = (name, release.admin_group) if spec["sudo"] else (name,)
+    return Account(name, spec["uid"], "service", groups, spec["shell"], spec["sudo"])
+
+
+def _cached(cache: dict[tuple[str, str], Account], name: str, release: Release, make: Any) -> Account:
+    """One account object per name and release, shared by every host that has it."""
+    account = cache.get((name, release.name))
     if account is None:
-        spec = reference()["service_accounts"][name]
-        groups = (name, release.admin_group) if spec["sudo"] else (name,)
-        account = cache[key] = Account(name, spec["uid"], "service", groups, spec["shell"], spec["sudo"])
+        account = cache[name, release.name] = make()
     return account
 
 
 @functools.cache
-def _profile(role: str, release_name: str) -> Profile:
+def profile(role: str, release_name: str) -> Profile:
     """One Profile per role and release, shared by every host of that kind."""
     ref = reference()
     release = releases()[release_name]

@@ -71,12 +71,14 @@ class Host:
     password_ssh: bool
     accounts: tuple[Account, ...]
     sudoers: tuple[Account, ...] = field(init=False)
+    admins: tuple[Account, ...] = field(init=False)  # sudoers other than root
     developers: tuple[Account, ...] = field(init=False)
     logins: tuple[Account, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         every = (*self.profile.system_accounts, *self.accounts)
         object.__setattr__(self, "sudoers", tuple(a for a in every if a.sudo))
+        object.__setattr__(self, "admins", tuple(a for a in self.sudoers if a.uid != 0))
         object.__setattr__(self, "developers", tuple(a for a in self.accounts if a.kind == "developer"))
         object.__setattr__(
             self, "logins", tuple(a for a in self.accounts if a.kind in ("admin", "developer"))

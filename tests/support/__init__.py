@@ -1,0 +1,1 @@
+"""Harnesses, fakes and checkers shared by the tests and bench/."""
