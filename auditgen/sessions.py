@@ -15,7 +15,6 @@ second: the same seed gives the same sequence at any rate. Only timestamps, and 
 from __future__ import annotations
 
 import random
-import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from auditgen.events import SOURCE_GENERATED, EventFactory
+from auditgen.events.templates import random_uuid
 from auditgen.world.model import Host
 
 # A failed-login story starts from a recently failing source this often (when there is one), so that
@@ -326,7 +326,7 @@ class SessionMix:
         fields: dict[str, Any] = {"event_type": step.event_type, "action_result": step.action_result}
         details: dict[str, Any] = {key: story.last[key] for key in step.carry if key in story.last}
         if step.begins:
-            details["session_id"] = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            details["session_id"] = random_uuid(self._rng)
             if step.source_ip is not None:
                 details["ip_address"] = step.source_ip
             if step.user is not None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 import random
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from auditgen.events.catalog import Catalog
-from auditgen.events.grounding import Fit, Grounding
-from auditgen.events.templates import Template, is_scalar
+from auditgen.events.grounding import AUDIT_FIELDS, REPLACED, Fit, Grounding
+from auditgen.events.templates import Template, is_scalar, random_uuid
 from auditgen.events.wire import KNOWN_FIELDS, SOURCE_API, SOURCE_GENERATED
 from auditgen.world.model import World
 
@@ -45,6 +44,17 @@ def _from_session(session: Mapping[str, Any], key: str | None, drawn: Any) -> An
     return value if is_scalar(value) else copy.deepcopy(value)
 
 
+class _Plan(NamedTuple):
+    """How a template makes plain events in a world: whether the world picks host and user, the details
+    still drawn from the template, and every detail the event has."""
+
+    world_host: bool
+    world_user: bool
+    draw: tuple[tuple[str, Callable[[random.Random], Any]], ...]
+    keys: frozenset[str]
+    audit_clash: bool
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -71,6 +81,7 @@ class EventFactory:
         """The stream's fit to its world (its ledger of accounts and session numbers), if it has one."""
         self._host_pools = _standing_in(catalog, WORLD_HOST_POOLS)
         self._user_pools = _standing_in(catalog, WORLD_USER_POOLS)
+        self._plans: dict[Template, _Plan] = {}
 
     def generate(self) -> dict[str, Any]:
         """A full random event, in no session: template chosen by weight; source_service SOURCE_GENERATED.
@@ -79,25 +90,57 @@ class EventFactory:
         every plain event, never looks for one.
         """
         rng = self._rng
+        if self.grounding is not None:
+            return self._generate_in_world(self.grounding)
         t = self._catalog.pick(rng)
         host, user = t.host(rng), t.user(rng)
-        values = self._values(t, None)
-        fit = None
-        if self.grounding is not None:
-            fit = self._fit(t, t.action_result, values, host, user, None, plain=True)
-            while fit.retry:  # nothing to delete yet: another event instead
-                t = self._catalog.pick(rng)
-                host, user = t.host(rng), t.user(rng)
-                values = self._values(t, None)
-                fit = self._fit(t, t.action_result, values, host, user, None, plain=True)
-            host, user = fit.host, fit.user
-        details = self._details(
-            t, values, host, user, t.severity, t.action_result, None if fit is None else fit.details, fit
-        )
+        details = self._formatted(t, self._values(t, None), host, user, t.severity, t.action_result, None)
         event = self._event(SOURCE_GENERATED, host, t.event_type, t.severity, user, t.action_result, details)
         if "resource" in details:
             event["resource"] = details["resource"]
         return event
+
+    def _generate_in_world(self, grounding: Grounding) -> dict[str, Any]:
+        """generate() in a world: the world chooses what the built-in pools would, and the template draws
+        only the details the world does not set itself."""
+        rng = self._rng
+        while True:
+            t = self._catalog.pick(rng)
+            plan = self._plans.get(t) or self._plan(t)
+            host = None if plan.world_host else t.host(rng)
+            user = None if plan.world_user else t.user(rng)
+            values = {key: gen(rng) for key, gen in plan.draw}
+            fit = grounding.fit(
+                t.event_type, t.action_result, values, host, user, None, rng, True, None, plan.keys
+            )
+            if not fit.retry:  # else nothing to delete yet: another event instead
+                break
+        details = self._formatted(t, values, fit.host, fit.user, t.severity, t.action_result, fit.details)
+        if plan.audit_clash:  # the template has a detail of auditd's name: the template's wins
+            for key, value in fit.audit.items():
+                details.setdefault(key, value)
+        else:
+            details.update(fit.audit)
+        event = self._event(
+            SOURCE_GENERATED, fit.host, t.event_type, t.severity, fit.user, t.action_result, details
+        )
+        if "resource" in details:
+            event["resource"] = details["resource"]
+        return event
+
+    def _plan(self, t: Template) -> _Plan:
+        world_host = t.host_pool in self._host_pools
+        # A host the template names may lie outside the world, which then sets nothing: draw it all.
+        replaced = REPLACED.get(t.event_type, frozenset()) if world_host else frozenset()
+        plan = _Plan(
+            world_host,
+            t.user_pool in self._user_pools,
+            tuple((key, gen) for key, gen in t.plain if key not in replaced),
+            frozenset(t.order),
+            not AUDIT_FIELDS.isdisjoint(t.order),
+        )
+        self._plans[t] = plan
+        return plan
 
     def complete(
         self,
@@ -145,7 +188,7 @@ class EventFactory:
         fit = None
         if self.grounding is not None:
             seen = {**values, **given} if given else values  # the caller's details count as drawn
-            fit = self._fit(t, result, seen, host, user, session, plain=False, given=given)
+            fit = self._fit(t, result, seen, host, user, session, given)
             host, user = fit.host, fit.user
             given = {**fit.details, **given} if given else fit.details
         details = self._details(t, values, host, user, severity, result, given, fit)
@@ -175,17 +218,13 @@ class EventFactory:
         host: Any,
         user: Any,
         session: Mapping[str, Any] | None,
-        plain: bool,
-        given: Mapping[str, Any] | None = None,
+        given: Mapping[str, Any] | None,
     ) -> Fit:
-        """The event fitted to the world; a plain event's pooled host and user are the world's choice."""
+        """A completed event fitted to the world (host or user None: the world's choice)."""
         assert self.grounding is not None
-        if plain:
-            host = None if t.host_pool in self._host_pools else host
-            user = None if t.user_pool in self._user_pools else user
         host = host if isinstance(host, str) else None if host is None else str(host)
         user = user if isinstance(user, str) else None if user is None else str(user)
-        return self.grounding.fit(t.event_type, result, values, host, user, session, self._rng, plain, given)
+        return self.grounding.fit(t.event_type, result, values, host, user, session, self._rng, False, given)
 
     def _details(
         self,
@@ -246,13 +285,17 @@ class EventFactory:
         result: Any,
         details: dict[str, Any],
     ) -> dict[str, Any]:
-        rng = self._rng
         now = self._now()
         # A naive datetime is taken as UTC; an aware one is converted.
-        now = now.replace(tzinfo=None) if now.tzinfo is None else now.astimezone(UTC).replace(tzinfo=None)
+        if now.tzinfo is None:
+            stamp = now.isoformat(timespec="microseconds") + "Z"
+        elif now.tzinfo is UTC:
+            stamp = now.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" becomes "Z"
+        else:
+            stamp = now.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
         return {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "timestamp": now.isoformat(timespec="microseconds") + "Z",
+            "event_id": random_uuid(self._rng),
+            "timestamp": stamp,
             "source_service": source,
             "server_hostname": host,
             "event_type": event_type,

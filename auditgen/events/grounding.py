@@ -19,9 +19,8 @@ import ipaddress
 import random
 import zlib
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from auditgen.world.model import UNSET_ID, Account, Host, Profile, World
 
@@ -45,7 +44,7 @@ EXE = {
     "dnf": "/usr/bin/dnf",  # SOFTWARE_UPDATE
 }
 EDITOR = {"apt": "/usr/bin/vim.basic", "dnf": "/usr/bin/vi"}  # SYSCALL + PATH (file_modified)
-AUDIT_FIELDS = ("pid", "uid", "auid", "ses", "exe", "terminal", "res", "addr", "hostname")
+AUDIT_FIELDS = frozenset(("pid", "uid", "auid", "ses", "exe", "terminal", "res", "addr", "hostname"))
 _ADMIN_WORK = frozenset(
     {
         "sudo_command",
@@ -61,6 +60,18 @@ _ADMIN_WORK = frozenset(
 )
 _OWN_ACCOUNT_WORK = frozenset({"password_change", "ssh_key_added", "user_login", "user_logout"})
 _PASSWORD_REASONS = frozenset({"invalid_password", "expired_password"})
+# Details fit() always sets when the event has them: a plain event need not draw them from its template.
+REPLACED: Mapping[str, frozenset[str]] = {
+    "user_login": frozenset({"ip_address"}),
+    "user_logout": frozenset({"ip_address"}),
+    "sudo_command": frozenset({"command", "cwd", "tty"}),
+    "file_modified": frozenset({"resource"}),
+    "permission_change": frozenset({"resource", "new_owner"}),
+    "service_status_change": frozenset({"resource"}),
+    "package_install": frozenset({"package", "version", "manager", "command"}),
+    "package_remove": frozenset({"package", "version", "manager", "command"}),
+    "password_change": frozenset({"tty"}),
+}
 _WATCHED = ("passwd", "shadow", "group", "sudoers", "ssh", "hosts", "crontab")
 _PROTECTED_PACKAGES = frozenset({"openssh-server", "sudo", "rsyslog", "cron", "cronie"})
 _MAX_PLAIN_ACCOUNTS = 256  # accounts plain events created and have not deleted yet, world-wide
@@ -68,8 +79,7 @@ _MAX_PID = 4_194_304  # Linux's pid_max on 64-bit systems
 _DRAWS = 8  # tries at a host with the account an event needs before taking any host
 
 
-@dataclass(frozen=True)
-class Fit:
+class Fit(NamedTuple):
     """What an event must say to agree with the world: its host and user, the details that follow from
     them (overrides of the template's), and auditd's fields (added after every other detail). `retry`:
     the event cannot happen now (a deletion with nothing to delete); a plain event is drawn again."""
@@ -286,12 +296,15 @@ class Grounding:
         rng: random.Random,
         plain: bool,
         given: Mapping[str, Any] | None = None,
+        keys: Collection[str] | None = None,
     ) -> Fit:
         """The event fitted to the world. host_name, user_name: fixed by the caller, the session or the
         template (None: the world chooses). drawn: the event's details so far, the template's and the
         caller's (read, never changed); given: the caller's alone, which win (an address, a protocol).
-        plain: a generated event in no session (it may be retried; it owns its own audit session)."""
+        plain: a generated event in no session (it may be retried; it owns its own audit session).
+        keys: the details the event has (default: drawn's); fit sets only those."""
         given = given or {}
+        keys = drawn if keys is None else keys
         host = self.world.host(host_name) if host_name is not None else None
         if host_name is not None and host is None:
             # Outside the world: as given, with auditd's fields only.
@@ -299,7 +312,7 @@ class Grounding:
             audit = self._audit(event_type, result, pseudo_uid(user), host_name, session, rng, drawn)
             return Fit(host_name, user, {}, audit)
         if event_type == "user_login" and result != "SUCCESS":
-            return self._failed_login(drawn, given, host, user_name, session, rng)
+            return self._failed_login(drawn, given, keys, host, user_name, session, rng)
         if plain and event_type == "user_account_management" and result == "DELETED" and host is None:
             if not self._plain_created:
                 return _RETRY
@@ -324,7 +337,9 @@ class Grounding:
         name = user_name if user_name is not None else account.name if account is not None else "root"
         if account is None:
             account = self.account(host, name)
-        details = self._details(event_type, result, drawn, given, host, account, name, session, rng, plain)
+        details = self._details(
+            event_type, result, drawn, given, keys, host, account, name, session, rng, plain
+        )
         if details is None:
             return _RETRY
         uid = account.uid if account is not None else pseudo_uid(name)
@@ -344,6 +359,7 @@ class Grounding:
         self,
         drawn: Mapping[str, Any],
         given: Mapping[str, Any],
+        keys: Collection[str],
         host: Host | None,
         user_name: str | None,
         session: Mapping[str, Any] | None,
@@ -379,14 +395,14 @@ class Grounding:
                 reason = "invalid_password"
             details["reason"] = reason
         if "ip_address" not in details:
-            details.update(self._connection(drawn, given, user_name, protocol, session, rng))
-        details = {key: value for key, value in details.items() if key in drawn}
+            details.update(self._connection(keys, given, user_name, protocol, session, rng))
+        details = {key: value for key, value in details.items() if key in keys}
         audit = self._audit("user_login", "FAILURE", UNSET_ID, host.name, session, rng, details, drawn)
         return Fit(host.name, user_name, details, audit)
 
     def _connection(
         self,
-        drawn: Mapping[str, Any],
+        keys: Collection[str],
         given: Mapping[str, Any],
         user: str,
         protocol: Any,
@@ -396,7 +412,7 @@ class Grounding:
         """A login's address: none on the console; the session's, or where the person connects from."""
         details: dict[str, Any] = {}
         if protocol == "console":
-            if "ip_address" in drawn:
+            if "ip_address" in keys:
                 details["ip_address"] = None
             return details
         if given.get("ip_address"):
@@ -405,7 +421,7 @@ class Grounding:
             address = session["source_ip"]
         else:
             address = self.source(user, rng)
-        if "ip_address" in drawn:
+        if "ip_address" in keys:
             details["ip_address"] = address
         return details
 
@@ -415,6 +431,7 @@ class Grounding:
         result: str,
         drawn: Mapping[str, Any],
         given: Mapping[str, Any],
+        keys: Collection[str],
         host: Host,
         account: Account | None,
         name: str,
@@ -427,7 +444,7 @@ class Grounding:
         out: dict[str, Any] = {}
         if event_type in ("user_login", "user_logout"):
             protocol = session.get("protocol", drawn.get("protocol")) if session else drawn.get("protocol")
-            out.update(self._connection(drawn, given, name, protocol, session, rng))
+            out.update(self._connection(keys, given, name, protocol, session, rng))
         elif event_type == "sudo_command":
             out["command"] = _one(rng, _commands(profile))
             out["cwd"] = _one(rng, (account.home if account else "/root", "/tmp", "/var/log"))
@@ -457,9 +474,9 @@ class Grounding:
             )
         elif event_type == "cron_job_modified" and profile.release.manager == "dnf":
             out["resource"] = str(drawn.get("resource")).replace("/crontabs/", "/")
-        if "tty" in drawn:
+        if "tty" in keys:
             out["tty"] = _terminal(session, rng)
-        return {key: value for key, value in out.items() if key in drawn}
+        return {key: value for key, value in out.items() if key in keys}
 
     def _account_change(
         self, result: str, host: Host, rng: random.Random, plain: bool
