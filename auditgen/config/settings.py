@@ -170,6 +170,14 @@ class TemplateSettings:
 
 
 @dataclass(frozen=True)
+class WorldSettings:
+    enabled: bool
+    hosts: int
+    people: int
+    file: str | None
+
+
+@dataclass(frozen=True)
 class OutboxSettings:
     max_events: int
     spool_dir: str | None
@@ -196,6 +204,7 @@ class Settings:
     sessions: SessionSettings
     scenarios: ScenarioSettings
     templates: TemplateSettings
+    world: WorldSettings
     outbox: OutboxSettings
     logs: LogSettings
     secret_options: tuple[str, ...] = ()

@@ -35,6 +35,7 @@ _GROUPS: dict[str, type[Any]] = {
     "sessions": groups.SessionSettings,
     "scenarios": groups.ScenarioSettings,
     "templates": groups.TemplateSettings,
+    "world": groups.WorldSettings,
     "outbox": groups.OutboxSettings,
     "logs": groups.LogSettings,
 }
@@ -105,6 +106,11 @@ def load_settings(
         raise ConfigError(
             f"invalid AUDITGEN_GROUND_TRUTH_QUEUE: {values['routing']['queue']!r}: expected a queue other "
             "than RABBITMQ_QUEUE; records there would reach the event consumers"
+        )
+    if values["world"]["file"] is not None and not values["world"]["enabled"]:
+        raise ConfigError(
+            f"{given['AUDITGEN_WORLD_FILE']} is set but the world is off; set AUDITGEN_WORLD=true to draw "
+            "events from the file"
         )
     secret_options = tuple(
         f"--{spec.option}"
