@@ -1,8 +1,8 @@
 """Print a world: ``python -m auditgen.world [--seed S] [--hosts N] [--people N] [--file F] [--yaml]``.
 
-The same world the service builds from the same settings (AUDITGEN_SEED, AUDITGEN_WORLD_HOSTS,
-AUDITGEN_WORLD_PEOPLE, AUDITGEN_WORLD_FILE), in the world file format: edit it and load it back with
-AUDITGEN_WORLD_FILE.
+The same world the service builds with AUDITGEN_WORLD=true from the same settings (AUDITGEN_SEED,
+AUDITGEN_WORLD_HOSTS, AUDITGEN_WORLD_PEOPLE, AUDITGEN_WORLD_FILE), in the world file format: edit it and
+load it back with AUDITGEN_WORLD_FILE.
 """
 
 from __future__ import annotations
