@@ -1,7 +1,8 @@
 """Audit events: the wire format, and a catalog of templates that says how to make realistic ones.
 
 ``templates`` compiles the template language, ``catalog`` merges and holds the compiled templates,
-``factory`` makes events from them, and ``wire`` is the event's format and encoding.
+``factory`` makes events from them, ``wire`` is the event's format and encoding, and ``grounding`` fits an
+event to the world (auditgen.world) when the service has one (AUDITGEN_WORLD=true).
 """
 
 from auditgen.events.catalog import Catalog, builtin_data
