@@ -42,6 +42,8 @@ from auditgen.verdicts.consumer import AlertConsumer
 from auditgen.verdicts.link import AlertsLink
 from auditgen.verdicts.service import VerdictService
 from auditgen.web import AuditAPI
+from auditgen.world import World
+from auditgen.world import build as build_world
 
 
 class Closable(Protocol):
@@ -75,13 +77,24 @@ def build(
     reactor: Any,
     log_observer: ILogObserver | None = None,
     scenarios: Sequence[Scenario] = BUILTIN,
+    world: World | None = None,
 ) -> AuditgenService:
     """The whole service for these settings, on this reactor; nothing runs until it is started."""
-    return tree(parts(settings, catalog, reactor, scenarios), reactor, log_observer)
+    return tree(parts(settings, catalog, reactor, scenarios, world), reactor, log_observer)
 
 
-def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scenario] = BUILTIN) -> Parts:
-    """Every part, each given what it uses. The generator is made before the API, which controls it."""
+def parts(
+    s: Settings,
+    catalog: Catalog,
+    reactor: Any,
+    scenarios: Sequence[Scenario] = BUILTIN,
+    world: World | None = None,
+) -> Parts:
+    """Every part, each given what it uses. The generator is made before the API, which controls it.
+
+    With AUDITGEN_WORLD on, events are drawn from `world` (the user's file, read by the options), else
+    from one built from the seed; with it off, from the template pools alone, and `world` is unused.
+    """
     metrics = Metrics(max_series=s.metrics.max_series)
     spool = Spool(s.outbox.spool_dir, reactor) if s.outbox.spool_dir else None
     outbox = Outbox(
@@ -93,7 +106,8 @@ def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scena
         routing=s.routing.event_routing,
     )
     seed = s.generator.stream_seed  # with named instances: the seed joined with this instance's name
-    factory = EventFactory(catalog, seeded_rng(seed, "api"))
+    world = _world(s, world) if s.world.enabled else None
+    factory = EventFactory(catalog, seeded_rng(seed, "api"), world=world)
     publisher = _publisher(s, reactor, s.routing.topology, outbox, metrics)
     truth_outbox, truth_services = _ground_truth_outbox(s, reactor)
     ground_truth = GroundTruth(metrics, reactor, truth_outbox)
@@ -120,7 +134,7 @@ def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scena
         closing=lambda: api is not None and api.closing,
     )
     alerts = _alerts_link(s, reactor, verdicts, metrics)
-    generated = EventFactory(catalog, seeded_rng(seed, "generator"))
+    generated = EventFactory(catalog, seeded_rng(seed, "generator"), world=world)
     make: Callable[[], Mapping[str, Any]] = generated.generate
     if s.sessions.share > 0:
         make = SessionMix(generated, seeded_rng(seed, "sessions"), s.sessions.share, s.sessions.count)
@@ -178,6 +192,12 @@ def parts(s: Settings, catalog: Catalog, reactor: Any, scenarios: Sequence[Scena
         verdicts,
         alerts,
     )
+
+
+def _world(s: Settings, given: World | None) -> World:
+    """The user's world file, read with the options, else one built from the sizes and AUDITGEN_SEED itself,
+    not the instance's stream seed: named instances of one seed share one world."""
+    return given or build_world(s.generator.seed, s.world.hosts, s.world.people)
 
 
 def tree(p: Parts, reactor: Any, log_observer: ILogObserver | None = None) -> AuditgenService:

@@ -15,14 +15,15 @@ second: the same seed gives the same sequence at any rate. Only timestamps, and 
 from __future__ import annotations
 
 import random
-import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from auditgen.events import SOURCE_GENERATED, EventFactory
+from auditgen.events.templates import random_uuid
+from auditgen.world.model import Host
 
 # A failed-login story starts from a recently failing source this often (when there is one), so that
 # failures cluster by address as brute force and stale credentials do; fresh sources keep coming too.
@@ -35,12 +36,18 @@ _CONNECTION_EVENTS = frozenset({"user_login", "user_logout"})
 
 @dataclass(frozen=True)
 class Session:
-    """What every event of one session shares: details.session_id, host, user and source address."""
+    """What every event of one session shares: details.session_id, host, user and source address; in a
+    world, also how it connected and what auditd numbered it (terminal as pts/N or ttyN)."""
 
     session_id: str
     user: str
     host: str
     source_ip: str
+    protocol: Any = None
+    terminal: Any = None
+    ses: Any = None
+    auid: Any = None
+    pid: Any = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,25 @@ _ADMIN_WORK: tuple[tuple[tuple[_Step, ...], float], ...] = (
     ((_Step("firewall_rule_change", "MODIFIED"),), 1),
     ((_Step("cron_job_modified", "MODIFIED"),), 1),
 )
+# The same work in a world; "restart" is a sudo command and its effect (see SessionMix._world_work).
+_WORLD_ADMIN_WORK = (
+    "sudo_command",
+    "file_modified",
+    "restart",
+    "permission_change",
+    "package_install",
+    "firewall_rule_change",
+    "cron_job_modified",
+)
+_WORLD_ADMIN_WEIGHTS = (6, 3, 2, 1, 1, 1, 1)
+_RESULTS = {
+    "sudo_command": "SUCCESS",
+    "file_modified": "MODIFIED",
+    "permission_change": "MODIFIED",
+    "package_install": "SUCCESS",
+    "firewall_rule_change": "MODIFIED",
+    "cron_job_modified": "MODIFIED",
+}
 # What an ordinary user (a new account, someone who got in after failing) does with their own account.
 _USER_WORK: tuple[tuple[tuple[_Step, ...], float], ...] = (
     ((_Step("password_change", "SUCCESS"),), 2),
@@ -122,6 +148,9 @@ class SessionMix:
         self._failing: deque[str] = deque(maxlen=RECENT_FAILING_SOURCES)
         self._accounts: set[tuple[str, str]] = set()  # (host, account) between creation and deletion
         self._kinds = ((self._admin_story, 6), (self._failed_logins_story, 3), (self._account_story, 1))
+        self._grounding = factory.grounding
+        if self._grounding is not None:
+            self._kinds = ((self._world_admin, 6), (self._world_failed_logins, 3), (self._world_account, 1))
 
     def __call__(self) -> dict[str, Any]:
         """The next event: a session step with probability share, else a plain template event."""
@@ -137,6 +166,8 @@ class SessionMix:
             self._slots[slot] = None
             if story.account is not None:
                 self._accounts.discard(story.account)
+                if self._grounding is not None:
+                    self._grounding.delete(*story.account)
         return event
 
     # -- stories ----------------------------------------------------------------------------------------
@@ -191,6 +222,94 @@ class SessionMix:
         ]
         return _Story(deque(steps), account=(host, account))
 
+    # -- stories drawn from a world -------------------------------------------------------------------
+
+    def _world_admin(self) -> _Story:
+        """An admin logs in to a host where they may sudo, does 1 to 4 pieces of work there, logs out. A
+        restart is the sudo command followed by its effect: the service stops, then starts."""
+        grounding, rng = self._grounding, self._rng
+        assert grounding is not None
+        host, admin = grounding.pick(rng, "admin")
+        steps = [_Step("user_login", "SUCCESS", _SHELL, begins=True, user=admin.name, host=host.name)]
+        for _ in range(rng.randint(1, 4)):
+            steps += self._world_work(host)
+        steps.append(_LOGOUT)
+        return _Story(deque(steps))
+
+    def _world_work(self, host: Host) -> list[_Step]:
+        rng = self._rng
+        work = rng.choices(_WORLD_ADMIN_WORK, _WORLD_ADMIN_WEIGHTS)[0]
+        if work == "restart":
+            service = rng.choice(host.profile.services)
+            return [
+                _Step("sudo_command", "SUCCESS", {"command": f"systemctl restart {service}"}),
+                _Step("service_status_change", "STOPPED", {"resource": service}),
+                _Step("service_status_change", "STARTED", {"resource": service}),
+            ]
+        return [_Step(work, _RESULTS[work])]
+
+    def _world_failed_logins(self) -> _Story:
+        """An attacker trying a name the host does not have (1 to 4 times, often from an address that
+        failed recently), or a person failing to log in to a host they have an account on, sometimes
+        then getting in, doing some work on their own account and logging out."""
+        grounding, rng = self._grounding, self._rng
+        assert grounding is not None
+        if rng.random() < 0.5:
+            host = rng.choice(grounding.world.hosts)
+            name, source = grounding.attacker(host, rng)
+            if self._failing and rng.random() < REUSE_FAILING_SOURCE:
+                source = rng.choice(self._failing)
+            invalid = {"reason": "unknown_user", "protocol": "ssh"}
+            steps = [
+                _Step("user_login", "FAILURE", invalid, True, user=name, host=host.name, source_ip=source)
+            ]
+            steps += [_Step("user_login", "FAILURE", carry=("reason",))] * rng.randint(0, 3)
+            return _Story(deque(steps))
+        host, person = grounding.pick(rng, "login")
+        reason = "invalid_password" if host.password_ssh else "invalid_public_key"
+        source = grounding.source(person.name, rng)
+        first = _Step(
+            "user_login",
+            "FAILURE",
+            {"reason": reason, "protocol": "ssh"},
+            begins=True,
+            user=person.name,
+            host=host.name,
+            source_ip=source,
+        )
+        steps = [first, *[_Step("user_login", "FAILURE", carry=("reason",))] * rng.randint(0, 2)]
+        if rng.random() < FAILURES_THEN_SUCCESS:
+            steps.append(_Step("user_login", "SUCCESS"))
+            steps += self._work(_USER_WORK, rng.randint(0, 2))
+            steps.append(_LOGOUT)
+        return _Story(deque(steps))
+
+    def _world_account(self) -> _Story:
+        """An admin creates an account (sudo useradd, then the account is created), the new account logs
+        in and sets itself up, and the admin deletes it (sudo userdel, then the deletion)."""
+        grounding, rng = self._grounding, self._rng
+        assert grounding is not None
+        host, admin = grounding.pick(rng, "admin")
+        name = grounding.new_account_name(host, rng)
+        if name is None:
+            return self._world_admin()
+        grounding.create(host, name)  # reserved from now: no other story or event creates it
+        login = _Step("user_login", "SUCCESS", _SHELL, begins=True, user=admin.name, host=host.name)
+        steps = [
+            login,
+            _Step("sudo_command", "SUCCESS", {"command": f"useradd -m {name}"}),
+            _Step("user_account_management", "CREATED", {"resource": name}),
+            _LOGOUT,
+            _Step("user_login", "SUCCESS", _SHELL, begins=True, user=name, host=host.name),
+            *self._work(_USER_WORK, rng.randint(1, 3)),
+            _LOGOUT,
+            login,
+            _Step("sudo_command", "SUCCESS", {"command": f"userdel -r {name}"}),
+            _Step("user_account_management", "DELETED", {"resource": name}),
+            _LOGOUT,
+        ]
+        return _Story(deque(steps), account=(host.name, name))
+
     def _work(self, menu: Sequence[tuple[tuple[_Step, ...], float]], count: int) -> list[_Step]:
         picks = self._rng.choices([steps for steps, _ in menu], [w for _, w in menu], k=count)
         return [step for steps in picks for step in steps]
@@ -207,7 +326,7 @@ class SessionMix:
         fields: dict[str, Any] = {"event_type": step.event_type, "action_result": step.action_result}
         details: dict[str, Any] = {key: story.last[key] for key in step.carry if key in story.last}
         if step.begins:
-            details["session_id"] = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            details["session_id"] = random_uuid(self._rng)
             if step.source_ip is not None:
                 details["ip_address"] = step.source_ip
             if step.user is not None:
@@ -224,19 +343,35 @@ class SessionMix:
         details.update(step.details)
         fields["details"] = details
         # Template specs such as {"session": "source_ip", ...} read the session (a login opens it: none yet).
-        context = None if story.session is None else vars(story.session)
+        context = (
+            None if story.session is None else {k: v for k, v in vars(story.session).items() if v is not None}
+        )
         event = self._factory.complete(fields, source=SOURCE_GENERATED, session=context)
         made = event["details"]
         if step.begins:
             source_ip = str(made.get("ip_address", ""))
             story.session = Session(made["session_id"], event["user_id"], event["server_hostname"], source_ip)
             story.started, story.protocol, story.tty = event["timestamp"], made.get("protocol"), None
+        if step.event_type == "user_login" and step.action_result == "SUCCESS" and "ses" in made:
+            # auditd's session starts at the successful login (failures before it have none).
+            assert story.session is not None
+            terminal = str(made.get("terminal"))
+            story.session = replace(
+                story.session,
+                protocol=made.get("protocol"),
+                terminal=terminal[len("/dev/") :] if terminal.startswith("/dev/") else terminal,
+                ses=made["ses"],
+                auid=made.get("auid"),
+                pid=made.get("pid"),
+            )
         if "tty" in made:
             made["tty"] = story.tty = story.tty or made["tty"]
         if step.ends:
             made["session_duration_seconds"] = _seconds_between(story.started, event["timestamp"])
             story.session = None
-        if step.event_type == "user_login" and step.action_result == "FAILURE":
+        # In a world, only attackers' addresses are reused: a person fails from their own.
+        attacker = self._grounding is None or made.get("reason") == "unknown_user"
+        if step.event_type == "user_login" and step.action_result == "FAILURE" and attacker:
             self._remember_failing(made.get("ip_address"))
         story.last = made
         return event

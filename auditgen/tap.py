@@ -21,6 +21,9 @@ from auditgen.config import SPECS, TOPICS, ConfigError, Settings, load_settings,
 from auditgen.events import Catalog, TemplateError
 from auditgen.scenarios import Scenario
 from auditgen.scenarios.files import ScenarioFileError, load_scenarios
+from auditgen.world import World
+from auditgen.world.files import WorldError
+from auditgen.world.files import load as load_world
 
 GENERAL = ("env-file", "version", "help")
 
@@ -50,6 +53,8 @@ class Options(usage.Options):
     settings: Settings
     catalog: Catalog
     scenarios: tuple[Scenario, ...]
+    world: World | None
+    """The user's world file, read here so a bad one is a usage error; None: none, or built in app.parts."""
 
     def opt_version(self) -> None:
         """Display auditgen's version and exit."""
@@ -113,6 +118,11 @@ class Options(usage.Options):
             self.scenarios = load_scenarios(self.settings.scenarios.files or ())
         except ScenarioFileError as e:
             raise usage.UsageError(f"scenarios: {e}") from None
+        world_file = self.settings.world.file
+        try:
+            self.world = load_world(world_file) if world_file else None
+        except WorldError as e:
+            raise usage.UsageError(f"world: {e}") from None
 
 
 def makeService(options: Options) -> IService:
@@ -125,7 +135,7 @@ def makeService(options: Options) -> IService:
     s = options.settings
     # options.parent is twistd's own options (--logfile, --nodaemon, ...), absent outside twistd.
     log_observer = twistd_observer(getattr(options, "parent", None), s.logs.format, s.logs.level)
-    root = app.build(s, options.catalog, reactor, log_observer, options.scenarios)
+    root = app.build(s, options.catalog, reactor, log_observer, options.scenarios, options.world)
     process.take_over(s)
     return root
 

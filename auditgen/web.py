@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any, Protocol
 
+import orjson
 from klein import Klein
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, gatherResults
@@ -43,6 +44,7 @@ from auditgen.validation import (
     parse_strict,
 )
 from auditgen.verdicts.campaigns import campaign_schemas
+from auditgen.world.files import to_data
 
 BULK_IDS_LISTED = 1_000  # up to this many, a bulk answer lists every event_id; above, the first and last
 RETRY_AFTER_SECONDS = 1  # outbox full: room comes back as soon as the broker confirms
@@ -177,6 +179,7 @@ class AuditAPI:
         self._alerts = alerts
         self._generator = generator
         self._openapi: bytes | None = None
+        self._world: bytes | None = None
         self._factory = factory
         self._outbox = outbox
         self._health = health
@@ -461,6 +464,19 @@ class AuditAPI:
                 "source": self._alerts.describe(),
             }
         return json_response(request, 200 if status == "healthy" else 503, answer)
+
+    @app.route("/world", methods=["GET"])
+    def world(self, request: IRequest) -> bytes:
+        """The world events are drawn from, so a test author knows which hosts and accounts exist."""
+        grounding = self._factory.grounding
+        if grounding is None:
+            return json_response(
+                request, 404, {"error": "the world is off: set AUDITGEN_WORLD=true (docs/world.md)"}
+            )
+        if self._world is None:  # the world never changes: encode it once
+            self._world = orjson.dumps(to_data(grounding.world))
+        request.setHeader(b"content-type", b"application/json")
+        return self._world
 
     @app.route("/livez", methods=["GET"])
     def livez(self, request: IRequest) -> bytes:

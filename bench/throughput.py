@@ -3,6 +3,9 @@ pika TwistedProtocolConnection publisher in confirm mode, measured in the same r
 
     python bench/throughput.py --events 50000 --runs 3 [--window 1000] [--raw-windows 100,300,1000,3000]
 
+"auditgen (memory, world)" is the in-memory pipeline with events drawn from the service's default world,
+as the service makes them; compare its ratio with "auditgen (memory)".
+
 Each run publishes --events persistent messages to a fresh durable queue (deleted afterwards) and times
 until the last broker ack. Printed: each variant's median events/s over the runs, and its ratio to the raw
 publisher. The machine is shared and noisy: compare the ratios, not the absolute figures across runs.
@@ -29,6 +32,7 @@ from auditgen.generator import Generator
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox, OutboxService
 from auditgen.spool import Spool
+from auditgen.world import World, build
 
 
 async def _delete_queue(reactor: Any, host: str, port: int, queue: str) -> None:
@@ -75,7 +79,13 @@ async def raw_pika(reactor: Any, host: str, port: int, events: int, window: int,
 
 
 async def auditgen(
-    reactor: Any, host: str, port: int, events: int, window: int, spool_dir: str | None
+    reactor: Any,
+    host: str,
+    port: int,
+    events: int,
+    window: int,
+    spool_dir: str | None,
+    world: World | None = None,
 ) -> float:
     """The service's own pipeline: the generator at full rate into the outbox (default capacity, so it
     holds back when the broker lags), the publisher draining it; timed until `events` confirms."""
@@ -93,7 +103,8 @@ async def auditgen(
     publisher.startService()
     while not publisher.connected:
         await task.deferLater(reactor, 0.01, lambda: None)
-    generator = Generator(reactor, MAX_RATE, EventFactory(Catalog.builtin()).generate, outbox, metrics)
+    factory = EventFactory(Catalog.builtin(), world=world)
+    generator = Generator(reactor, MAX_RATE, factory.generate, outbox, metrics)
 
     def confirmed() -> float:
         # The counter itself: collecting the whole registry every 10 ms would cost more than we measure.
@@ -130,13 +141,17 @@ async def main(reactor: Any, argv: list[str] | None = None) -> None:
     body = encode(EventFactory(Catalog.builtin()).generate())
     raw_windows = [int(w) for w in args.raw_windows.split(",")]
     results: dict[str, list[float]] = {f"raw pika, window {w}": [] for w in raw_windows}
-    results.update({"auditgen (memory)": [], "auditgen (spool)": []})
+    results.update({"auditgen (memory)": [], "auditgen (memory, world)": [], "auditgen (spool)": []})
+    world = build(None)  # the world the service builds with AUDITGEN_WORLD=true and default sizes
     for run in range(args.runs):
         for w in raw_windows:
             rate = await raw_pika(reactor, args.host, args.port, args.events, w, body)
             results[f"raw pika, window {w}"].append(rate)
         results["auditgen (memory)"].append(
             await auditgen(reactor, args.host, args.port, args.events, args.window, None)
+        )
+        results["auditgen (memory, world)"].append(
+            await auditgen(reactor, args.host, args.port, args.events, args.window, None, world)
         )
         with tempfile.TemporaryDirectory() as spool_dir:
             results["auditgen (spool)"].append(

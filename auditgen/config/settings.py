@@ -182,6 +182,14 @@ class TemplateSettings:
 
 
 @dataclass(frozen=True)
+class WorldSettings:
+    enabled: bool
+    hosts: int
+    people: int
+    file: str | None
+
+
+@dataclass(frozen=True)
 class OutboxSettings:
     max_events: int
     spool_dir: str | None
@@ -209,6 +217,7 @@ class Settings:
     scenarios: ScenarioSettings
     alerts: AlertSettings
     templates: TemplateSettings
+    world: WorldSettings
     outbox: OutboxSettings
     logs: LogSettings
     secret_options: tuple[str, ...] = ()

@@ -36,6 +36,7 @@ _GROUPS: dict[str, type[Any]] = {
     "scenarios": groups.ScenarioSettings,
     "alerts": groups.AlertSettings,
     "templates": groups.TemplateSettings,
+    "world": groups.WorldSettings,
     "outbox": groups.OutboxSettings,
     "logs": groups.LogSettings,
 }
@@ -108,6 +109,11 @@ def load_settings(
             "than RABBITMQ_QUEUE; records there would reach the event consumers"
         )
     _check_alerts(given, values)
+    if values["world"]["file"] is not None and not values["world"]["enabled"]:
+        raise ConfigError(
+            f"{given['AUDITGEN_WORLD_FILE']} is set but the world is off; set AUDITGEN_WORLD=true to draw "
+            "events from the file"
+        )
     secret_options = tuple(
         f"--{spec.option}"
         for spec in SPECS

@@ -16,6 +16,7 @@ from auditgen.config import parsers as p
 from auditgen.routing import parse_template
 from auditgen.shapes import SHAPES, ShapeSettings
 from auditgen.verdicts.alerts import DEFAULT_EVENT_FIELDS, parse_event_fields, parse_key_fields
+from auditgen.world import DEFAULT_HOSTS, DEFAULT_PEOPLE, MAX_HOSTS, MAX_PEOPLE
 
 MAX_RATE = 100_000
 MAX_SESSIONS = 100_000
@@ -35,6 +36,7 @@ TOPICS: dict[str, str] = {
     "scenarios": "Scenarios",
     "alerts": "Alerts and verdicts",
     "templates": "Templates",
+    "world": "World",
     "outbox": "Outbox and spool",
     "logs": "Logs",
 }
@@ -333,6 +335,30 @@ SPECS: tuple[Spec, ...] = (
     Spec(
         "templates", "replace", "AUDITGEN_TEMPLATES_REPLACE", "templates-replace", "false", p.boolean,
         "`true`: the files replace the built-in templates and pools instead of adding to them.",
+    ),
+    # -- world
+    Spec(
+        "world", "enabled", "AUDITGEN_WORLD", "world", "false", p.boolean,
+        "`true`: draw every event from a seeded world of hosts, accounts and software, with auditd's "
+        "fields in `details` (docs/world.md); it costs about half the generation speed. `false`: events "
+        "as without a world, the pools drawn from independently.",
+    ),
+    Spec(
+        "world", "hosts", "AUDITGEN_WORLD_HOSTS", "world-hosts", str(DEFAULT_HOSTS),
+        p.int_from(1, MAX_HOSTS),
+        f"Hosts in the world (1 to {MAX_HOSTS}), built from `AUDITGEN_SEED`; read with "
+        "`AUDITGEN_WORLD=true`.",
+    ),
+    Spec(
+        "world", "people", "AUDITGEN_WORLD_PEOPLE", "world-people", str(DEFAULT_PEOPLE),
+        p.int_from(1, MAX_PEOPLE),
+        f"People with accounts in the world (1 to {MAX_PEOPLE}); a third are admins. Read with "
+        "`AUDITGEN_WORLD=true`.",
+    ),
+    Spec(
+        "world", "file", "AUDITGEN_WORLD_FILE", "world-file", None, p.text,
+        "A world file (`.json`, `.yaml`, `.yml`) to draw events from instead of a built world; needs "
+        "`AUDITGEN_WORLD=true`. A bad file stops start-up naming the file, the entry and the field.",
     ),
     # -- outbox
     Spec(

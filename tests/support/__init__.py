@@ -7,6 +7,8 @@ In memory (no sockets, no processes; time is a `twisted.internet.task.Clock`):
   strategies.py  Hypothesis strategies for hostile and careless request bodies
   generator.py   a generator on a Clock with a real outbox, run for a while, and what it made
   detect.py      the platform's detection rules, written apart from auditgen/scenarios.py
+  consistency.py a checker of what a Linux audit expert would call a contradiction across events,
+                 written apart from the generator's world rules (auditgen/events/grounding.py)
   hygiene.py     what a test left on the reactor (conftest.py checks it after every test)
 
 On the real reactor (sockets, processes, brokers; every wait has a deadline):
