@@ -1,8 +1,11 @@
-"""Checks of single JSON values (type, range, allowed values), with the JSON Schema that says the same.
+"""Checks of JSON values, free of HTTP types: typed values (kind, range, allowed values) with the JSON Schema
+that says the same, strict JSON text (no duplicate keys, NaN or Infinity), values that Java and JS consumers
+can read (64-bit integers, finite floats, no lone surrogates, bounded nesting), and how names and values are
+shown in messages and hints.
 
-Shared by everything that takes typed values from a caller or a file; free of HTTP types, so the layer that
-answers decides how a refusal is shown (web.py makes a CheckError a 400). A check and its schema come
-from one object, so a schema-valid value is an accepted one.
+Shared by everything that takes JSON from a caller or a file (the API's validation.py, the scenarios); a
+refusal is a CheckError, so the layer that answers decides how it is shown (validation.py and web.py make
+it a 400). A check and its schema come from one object, so a schema-valid value is an accepted one.
 """
 
 from __future__ import annotations
