@@ -90,10 +90,10 @@ def _traceback(failure: Failure) -> str:
     try:
         return str(failure.getTraceback())
     except Exception:
-        return _text(failure)
+        return _str_or_placeholder(failure)
 
 
-def _text(value: Any) -> str:
+def _str_or_placeholder(value: Any) -> str:
     try:
         return str(value)
     except Exception:
@@ -111,10 +111,10 @@ def _safe(value: Any, depth: int) -> Any:
     if isinstance(value, Failure):
         return _traceback(value)
     if depth > 0 and isinstance(value, Mapping):
-        return {_text(k): _safe(v, depth - 1) for k, v in list(value.items())}
+        return {_str_or_placeholder(k): _safe(v, depth - 1) for k, v in list(value.items())}
     if depth > 0 and isinstance(value, list | tuple | set | frozenset):
         return [_safe(v, depth - 1) for v in list(value)]
-    return _text(value)
+    return _str_or_placeholder(value)
 
 
 # Twisted's lines for each port opened and closed ("ApiSite starting on 5000", "(TCP Port 5000 Closed)"):

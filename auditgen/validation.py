@@ -7,14 +7,21 @@ or a 400 with ?strict=true.
 
 from __future__ import annotations
 
-import difflib
 import json
-import math
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from auditgen.checks import (
+    CheckError,
+    check_json_value,
+    closest,
+    finite_number,
+    has_lone_surrogate,
+    parse_json_text,
+    show,
+    show_name,
+)
 from auditgen.config import MAX_RATE
 from auditgen.events import SERVICE_FIELDS, Catalog
 from auditgen.shapes import PARAMETERS, SHAPES
@@ -30,8 +37,6 @@ MAX_FIELDS = 64  # top-level fields of the body, event_type included
 MAX_FIELD_NAME_CHARS = 128  # names of top-level fields
 MAX_NESTING_DEPTH = 8  # objects/arrays inside one another in a field's value; `details` itself is level 1
 MAX_DETAILS_BYTES = 64 * 1024  # `details` as sent to the broker (compact UTF-8 JSON)
-MIN_INT = -(2**63)  # integers must fit a signed 64-bit integer: Java's long, and what JS
-MAX_INT = 2**63 - 1  # consumers can at least read with a BigInt-aware parser
 
 TEXT_FIELD_LIMITS = {
     "event_type": MAX_EVENT_TYPE_CHARS,
@@ -42,12 +47,7 @@ TEXT_FIELD_LIMITS = {
 }
 OPTIONAL_TEXT_FIELDS = ("server_hostname", "user_id", "action_result", "severity")
 EVENT_FIELDS = frozenset({"event_type", "details", *OPTIONAL_TEXT_FIELDS, *SERVICE_FIELDS})
-NAME_CUTOFF = 0.8  # how alike (difflib's ratio, letter case ignored) a name must be to be taken for a typo
 MAX_BULK_COUNT = 10_000  # events one POST /generate_event?count=N may create
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_SHOWN_NAME_CHARS = 40
 
 
 class BadRequest(ValueError):
@@ -78,88 +78,22 @@ def parse_count(args: Mapping[bytes, list[bytes]]) -> int | None:
     return count
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise BadRequest(f"duplicate key {key!r} in a JSON object")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> Any:
-    raise BadRequest(f"{name} is not a valid JSON number")
-
-
-def _show(name: str) -> str:
-    """A caller-chosen name for an error message: shortened, and JSON-quoted unless it is plain."""
-    if _PLAIN_KEY.fullmatch(name) and len(name) <= _SHOWN_NAME_CHARS:
-        return name
-    if len(name) > _SHOWN_NAME_CHARS:
-        name = name[:_SHOWN_NAME_CHARS] + "..."
-    return json.dumps(name)  # ASCII, so even a lone surrogate in it can be shown
-
-
-class _Invalid(Exception):
-    """A value deep inside a field is unusable; the path to it is collected on the way out."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.path: list[str] = []
-
-
-def _check_value(value: Any, depth: int) -> None:
-    """Whatever reaches the broker must encode to UTF-8 JSON that Java and JS consumers can read.
-
-    depth is how many objects/arrays enclose value within its top-level field.
-    """
-    if isinstance(value, str):
-        if _SURROGATE.search(value):
-            raise _Invalid(
-                "contains an unpaired UTF-16 surrogate (a lone \\ud800-\\udfff escape), "
-                "which is not a character and cannot be encoded as UTF-8"
-            )
-    elif isinstance(value, bool) or value is None:
-        return
-    elif isinstance(value, int):
-        if not MIN_INT <= value <= MAX_INT:
-            raise _Invalid(f"is an integer outside the signed 64-bit range [{MIN_INT}, {MAX_INT}]")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Invalid("is a number too large for a 64-bit float (it would be sent as Infinity)")
-    elif isinstance(value, dict | list):
-        if depth >= MAX_NESTING_DEPTH:
-            raise _Invalid(f"is nested more than {MAX_NESTING_DEPTH} levels deep")
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            if isinstance(key, str) and _SURROGATE.search(key):
-                raise _Invalid(
-                    "has a key with an unpaired UTF-16 surrogate, which cannot be encoded as UTF-8"
-                )
-            try:
-                _check_value(item, depth + 1)
-            except _Invalid as e:
-                e.path.append(f"[{key}]" if isinstance(key, int) else f".{_show(key)}")
-                raise
-
-
 def _check_limits(fields: dict[str, Any]) -> None:
     """The size limits of an event, and values that JSON allows but the wire or consumers do not."""
     for name, value in fields.items():
         if len(name) > MAX_FIELD_NAME_CHARS:
             raise BadRequest(
-                f"field name {_show(name)} is longer than {MAX_FIELD_NAME_CHARS} characters ({len(name)})"
+                f"field name {show_name(name)} is longer than {MAX_FIELD_NAME_CHARS} characters ({len(name)})"
             )
-        if _SURROGATE.search(name):
+        if has_lone_surrogate(name):
             raise BadRequest(
-                f"field name {_show(name)} contains an unpaired UTF-16 surrogate, which cannot be encoded "
-                "as UTF-8"
+                f"field name {show_name(name)} contains an unpaired UTF-16 surrogate, which cannot be "
+                "encoded as UTF-8"
             )
         try:
-            _check_value(value, 0)
-        except _Invalid as e:
-            raise BadRequest(f"{_show(name)}{''.join(reversed(e.path))} {e.problem}") from None
+            check_json_value(value, show_name(name), MAX_NESTING_DEPTH)
+        except CheckError as e:
+            raise BadRequest(str(e)) from None
     details = fields.get("details")
     if details is not None:
         size = len(json.dumps(details, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
@@ -184,14 +118,9 @@ def parse_json(body: bytes, expected: str) -> Any:
     except UnicodeDecodeError:
         raise BadRequest("request body is not valid UTF-8") from None
     try:
-        value = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
-    except BadRequest:
-        raise
-    except RecursionError:
-        raise BadRequest("request body is nested too deeply") from None
-    except ValueError as e:
-        raise BadRequest(f"request body is not valid JSON: {e}") from None
-    return value
+        return parse_json_text(text, "request body")
+    except CheckError as e:
+        raise BadRequest(str(e)) from None
 
 
 def parse_strict(args: Mapping[bytes, list[bytes]], default: bool) -> bool:
@@ -254,14 +183,14 @@ def event_warnings(fields: Mapping[str, Any], catalog: Catalog) -> list[str]:
     for name in fields:
         if name not in EVENT_FIELDS and (known := closest(name, EVENT_FIELDS)) is not None:
             warnings.append(
-                f"{_show(name)} is not an event field (it is sent as an extra); did you mean {known}?"
+                f"{show_name(name)} is not an event field (it is sent as an extra); did you mean {known}?"
             )
     event_type: str = fields["event_type"]
     values = catalog.template_values(event_type)
     if not values:
         hint = closest(event_type, catalog.event_types)
         warnings.append(
-            f"no template makes event_type {_show_value(event_type)}, so the fields left out get plain "
+            f"no template makes event_type {show(event_type)}, so the fields left out get plain "
             f"defaults (severity INFO, action_result SUCCESS, no details){_did_you_mean(hint)}"
         )
     for name in ("action_result", "severity"):
@@ -270,22 +199,14 @@ def event_warnings(fields: Mapping[str, Any], catalog: Catalog) -> list[str]:
             allowed = sorted(values[name])
             consequence = ", so the details come from any of them" if name == "action_result" else ""
             warnings.append(
-                f"{name} {_show_value(given)} is none of those of the {event_type} templates "
+                f"{name} {show(given)} is none of those of the {event_type} templates "
                 f"({', '.join(allowed)}){consequence}{_did_you_mean(closest(given, allowed))}"
             )
     return warnings
 
 
 def _did_you_mean(known: str | None) -> str:
-    return "" if known is None else f"; did you mean {_show_value(known)}?"
-
-
-def closest(word: str, known: Iterable[str], cutoff: float = NAME_CUTOFF) -> str | None:
-    """The known word that `word` most looks like, letter case ignored ("actoin_result" for action_result,
-    "failure" for FAILURE), if any is alike enough; a plain function, for any JSON check's hints."""
-    by_folded = {k.casefold(): k for k in sorted(known)}
-    match = difflib.get_close_matches(word.casefold(), by_folded, n=1, cutoff=cutoff)
-    return by_folded[match[0]] if match else None
+    return "" if known is None else f"; did you mean {show(known)}?"
 
 
 GENERATOR_FIELDS = ("rate", "shape", "paused", *PARAMETERS)
@@ -297,43 +218,26 @@ def parse_generator_request(body: bytes) -> dict[str, Any]:
     changes = parse_json_object(body, f"a JSON object with {expected}")
     for name in changes:
         if name not in GENERATOR_FIELDS:
-            raise BadRequest(f"unknown field {_show(name)}; expected {expected}")
+            raise BadRequest(f"unknown field {show_name(name)}; expected {expected}")
     if not changes:
         raise BadRequest(f"nothing to change; expected {expected}")
     if "rate" in changes:
-        rate = _finite_number(changes["rate"])
+        rate = finite_number(changes["rate"])
         if rate is None or not 0 <= rate <= MAX_RATE:
-            shown = _show_value(changes["rate"])
+            shown = show(changes["rate"])
             raise BadRequest(f"rate must be events per second from 0 (off) to {MAX_RATE}, not {shown}")
         changes["rate"] = rate
     if "shape" in changes and changes["shape"] not in SHAPES:
-        raise BadRequest(f"shape must be one of {', '.join(SHAPES)}, not {_show_value(changes['shape'])}")
+        raise BadRequest(f"shape must be one of {', '.join(SHAPES)}, not {show(changes['shape'])}")
     if "paused" in changes and not isinstance(changes["paused"], bool):
-        raise BadRequest(f"paused must be true or false, not {_show_value(changes['paused'])}")
+        raise BadRequest(f"paused must be true or false, not {show(changes['paused'])}")
     for name, check in PARAMETERS.items():
         if name in changes:
-            value = _finite_number(changes[name])
+            value = finite_number(changes[name])
             try:
                 if value is None:
                     raise ValueError("expected a number")
                 changes[name] = check(value)
             except ValueError as e:
-                raise BadRequest(f"{name}: {e}, not {_show_value(changes[name])}") from None
+                raise BadRequest(f"{name}: {e}, not {show(changes[name])}") from None
     return changes
-
-
-def _finite_number(value: Any) -> float | None:
-    """A JSON number as a float; None for anything else (true/false are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _show_value(value: Any) -> str:
-    """A caller's value for an error message, as JSON, shortened."""
-    text = json.dumps(value)
-    return text if len(text) <= _SHOWN_NAME_CHARS else text[:_SHOWN_NAME_CHARS] + "..."

@@ -7,7 +7,15 @@ from typing import Any
 import jsonschema
 import pytest
 
-from auditgen.checks import Check, CheckError
+from auditgen.checks import (
+    Check,
+    CheckError,
+    check_json_value,
+    closest,
+    finite_number,
+    parse_json_text,
+    show_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -61,3 +69,55 @@ def test_a_wrong_value_names_the_path_and_what_was_expected(check: Check, value:
     if value == value and value not in (float("inf"),) and not (isinstance(value, str) and "\ud800" in value):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(value, check.schema())
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"a": [1, {"b": 2**63}]}, "x.a[1].b is an integer outside the signed 64-bit range"),
+        ({"a": "\ud800"}, "x.a contains an unpaired UTF-16 surrogate"),
+        ({"\udc00": 1}, "x has a key with an unpaired UTF-16 surrogate"),
+        ([1e308 * 10], "x[0] is a number too large for a 64-bit float"),
+        ([[[[1]]]], "x[0][0][0] is nested more than 3 levels deep"),
+        ({"two words": [[[]]]}, 'x."two words"[0][0] is nested more than 3 levels deep'),
+    ],
+)
+def test_a_json_value_consumers_cannot_read_is_refused_with_the_path_to_it(value: Any, message: str) -> None:
+    """The CheckError (no HTTP type) names the keys and indexes down to the bad part and what is wrong."""
+    with pytest.raises(CheckError) as raised:
+        check_json_value(value, "x", max_depth=3)
+    assert str(raised.value).startswith(message), raised.value
+
+
+def test_a_json_value_within_the_limits_passes() -> None:
+    """Nesting up to the limit, 64-bit integers, finite floats and paired surrogates are all fine."""
+    check_json_value({"a": [2**63 - 1, -(2**63), 1.5, "\U0001f600", None, True]}, "x", max_depth=2)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": 1, "a": 2}', "duplicate key 'a' in a JSON object"),
+        ('{"a": NaN}', "NaN is not a valid JSON number"),
+        ("[-Infinity]", "-Infinity is not a valid JSON number"),
+        ("{", "body is not valid JSON: Expecting property name"),
+        ("[" * 100_000 + "]" * 100_000, "body is nested too deeply"),
+    ],
+)
+def test_json_text_that_is_not_plain_json_is_refused(text: str, message: str) -> None:
+    """Duplicate keys, NaN/Infinity, syntax errors and runaway nesting are a CheckError, never a value."""
+    with pytest.raises(CheckError) as raised:
+        parse_json_text(text, "body")
+    assert str(raised.value).startswith(message), raised.value
+
+
+def test_names_and_numbers_for_messages_and_hints() -> None:
+    """Plain names are shown bare, others JSON-quoted and cut; numbers are finite and never booleans;
+    a typo finds the known word it looks like, letter case ignored."""
+    assert show_name("user_id") == "user_id"
+    assert show_name("a b") == '"a b"'
+    assert show_name("x" * 50) == '"' + "x" * 40 + '..."'
+    assert [finite_number(v) for v in (3, 2.5, True, "1", 10**400)] == [3.0, 2.5, None, None, None]
+    assert closest("actoin_result", ["action_result", "severity"]) == "action_result"
+    assert closest("failure", ["SUCCESS", "FAILURE"]) == "FAILURE"
+    assert closest("zzz", ["severity"]) is None

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.threads import deferToThread
 
-from auditgen import site, validation
+from auditgen import checks, site, validation
 from auditgen.content_type import is_json
 from tests.support.http import Answer, SiteHarness, chunk, head, parse_answer
 from tests.support.strategies import (
@@ -310,7 +310,7 @@ def assert_sound(event: Any, event_id: str) -> None:
         assert isinstance(event[name], str) and 0 < len(event[name]) <= limit, name
     assert isinstance(event["details"], dict)
     for n in numbers(event):
-        assert math.isfinite(n) if isinstance(n, float) else validation.MIN_INT <= n <= validation.MAX_INT, n
+        assert math.isfinite(n) if isinstance(n, float) else checks.MIN_INT <= n <= checks.MAX_INT, n
     for name, value in event.items():
         assert depth(value) <= validation.MAX_NESTING_DEPTH, name
 
@@ -410,5 +410,5 @@ def test_one_odd_value_in_a_good_event_is_refused_by_name_or_accepted(
     else:
         assert code == 400, answer
         assert phrase in answer["error"]
-        field = "details" if in_details else validation._show(name)
+        field = "details" if in_details else checks.show_name(name)
         assert answer["error"].startswith(field), answer

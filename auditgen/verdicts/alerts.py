@@ -81,7 +81,7 @@ def _ids(value: Any) -> list[str] | None:
     return None
 
 
-def _show(value: Any) -> str:
+def _show_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
 
@@ -104,7 +104,7 @@ class AlertFormat:
         items, where = _items(payload)
         if items is None:
             shapes = "an alert object, an array of them or an Alertmanager payload"
-            return Parsed([], [f"expected {shapes}, not {_show(payload)}"])
+            return Parsed([], [f"expected {shapes}, not {_show_repr(payload)}"])
         for n, item in enumerate(items):
             if isinstance(item, Mapping) and item.get("status") == "resolved" and where == "alertmanager":
                 continue  # the end of an alert already counted when it fired
@@ -116,7 +116,7 @@ class AlertFormat:
 
     def _alert(self, item: Any, source: str, received: float, alertmanager: bool) -> Alert:
         if not isinstance(item, Mapping):
-            raise ValueError(f"expected an object, not {_show(item)}")
+            raise ValueError(f"expected an object, not {_show_repr(item)}")
         # Alertmanager puts what the rule knows in labels and annotations (string values only).
         scopes = [item, item.get("labels"), item.get("annotations")] if alertmanager else [item]
         ids: list[str] = []
@@ -127,7 +127,7 @@ class AlertFormat:
                     continue
                 found = _ids(value)
                 if found is None:
-                    raise ValueError(f"{path} must be an event id or a list of them, not {_show(value)}")
+                    raise ValueError(f"{path} must be an event id or a list of them, not {_show_repr(value)}")
                 ids.extend(i for i in found if i not in ids)
         if len(ids) > MAX_IDS_PER_ALERT:
             raise ValueError(f"names {len(ids)} events; at most {MAX_IDS_PER_ALERT} are read")

@@ -85,7 +85,7 @@ class Starter(Protocol):
         Raises Busy at once when there is no room now."""
 
 
-def _show(value: Any) -> str:
+def _show_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:60] + "..."
 
@@ -95,7 +95,7 @@ def parse_campaign(body: Mapping[str, Any]) -> CampaignRequest:
     unknown = set(body) - {"scenarios", "detection_timeout_seconds"}
     if unknown:
         raise BadRequest(
-            f"unknown field {_show(sorted(unknown)[0])}; known: scenarios, detection_timeout_seconds"
+            f"unknown field {_show_repr(sorted(unknown)[0])}; known: scenarios, detection_timeout_seconds"
         )
     scenarios = body.get("scenarios")
     entries: list[tuple[RunSpec, int]] = []
@@ -124,7 +124,7 @@ def parse_campaign(body: Mapping[str, Any]) -> CampaignRequest:
         ):
             raise BadRequest(
                 f"detection_timeout_seconds must be a number above 0 and at most {MAX_TIMEOUT:g}, "
-                f"not {_show(timeout)}"
+                f"not {_show_repr(timeout)}"
             )
         timeout = float(timeout)
     return CampaignRequest(tuple(interleave(entries)), timeout)
@@ -133,7 +133,9 @@ def parse_campaign(body: Mapping[str, Any]) -> CampaignRequest:
 def _count(value: Any, where: str) -> int:
     whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not whole or not 1 <= value <= MAX_COUNT:
-        raise BadRequest(f"{where} must be a whole number of runs from 1 to {MAX_COUNT}, not {_show(value)}")
+        raise BadRequest(
+            f"{where} must be a whole number of runs from 1 to {MAX_COUNT}, not {_show_repr(value)}"
+        )
     return int(value)
 
 
@@ -142,19 +144,19 @@ def _entry(item: Any, where: str) -> tuple[RunSpec, int]:
         raise BadRequest(f"{where} must be an object with name, count, parameters, delivery, expect")
     unknown = set(item) - {"name", "count", "parameters", "delivery", "expect"}
     if unknown:
-        raise BadRequest(f"{where}: unknown field {_show(sorted(unknown)[0])}")
+        raise BadRequest(f"{where}: unknown field {_show_repr(sorted(unknown)[0])}")
     name = item.get("name")
     if not isinstance(name, str) or not name:
-        raise BadRequest(f"{where}.name must be a scenario's name, not {_show(name)}")
+        raise BadRequest(f"{where}.name must be a scenario's name, not {_show_repr(name)}")
     parameters = item.get("parameters", {})
     if not isinstance(parameters, Mapping):
-        raise BadRequest(f"{where}.parameters must be an object, not {_show(parameters)}")
+        raise BadRequest(f"{where}.parameters must be an object, not {_show_repr(parameters)}")
     delivery = item.get("delivery")
     if "delivery" in item and delivery not in DELIVERIES:
-        raise BadRequest(f"{where}.delivery must be instant or paced, not {_show(delivery)}")
+        raise BadRequest(f"{where}.delivery must be instant or paced, not {_show_repr(delivery)}")
     expect = item.get("expect")
     if "expect" in item and expect not in EXPECTATIONS:
-        raise BadRequest(f"{where}.expect must be alert or quiet, not {_show(expect)}")
+        raise BadRequest(f"{where}.expect must be alert or quiet, not {_show_repr(expect)}")
     count = _count(item.get("count", 1), f"{where}.count")
     return RunSpec(name, dict(parameters), delivery, expect), count
 

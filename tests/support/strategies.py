@@ -11,7 +11,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from auditgen import validation
+from auditgen import checks, validation
 from auditgen.events import SERVICE_FIELDS
 
 TEMPLATES = json.loads(resources.files("auditgen").joinpath("templates.json").read_text())["templates"]
@@ -85,7 +85,7 @@ json_values = json_of(
 safe_values = json_of(
     st.none()
     | st.booleans()
-    | st.integers(min_value=validation.MIN_INT, max_value=validation.MAX_INT)
+    | st.integers(min_value=checks.MIN_INT, max_value=checks.MAX_INT)
     | st.floats(allow_nan=False, allow_infinity=False)
     | plain_text,
     plain_text,
