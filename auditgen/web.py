@@ -44,6 +44,7 @@ from auditgen.validation import (
     parse_strict,
 )
 from auditgen.verdicts.campaigns import campaign_schemas
+from auditgen.verdicts.starter import campaign_parameters
 from auditgen.world.files import to_data
 
 BULK_IDS_LISTED = 1_000  # up to this many, a bulk answer lists every event_id; above, the first and last
@@ -60,6 +61,9 @@ class Mounted(Protocol):
 
     def track(self, run: Run, confirmations: Mapping[str, Deferred[Any] | None]) -> None:
         """Score a scenario run the API started (its events were accepted)."""
+
+    def routes(self, path: str, method: str) -> bool:
+        """Whether one of its routes takes this path (from the API's root) and method."""
 
 
 class GeneratorControl(Protocol):
@@ -118,7 +122,7 @@ def openapi_document(scenarios: ScenarioRunner | None) -> dict[str, Any]:
         operation["parameters"] = []
         operation["requestBody"]["content"]["application/json"]["schema"] = schema
         document["paths"][f"/scenarios/{name}"] = {"post": operation}
-    document["components"]["schemas"].update(campaign_schemas(scenarios.parameter_schemas()))
+    document["components"]["schemas"].update(campaign_schemas(campaign_parameters(scenarios)))
     return document
 
 
@@ -209,9 +213,14 @@ class AuditAPI:
         if request.postpath and not path.startswith(b"/"):
             path = b"/" + path
         try:
-            return bool(self.app.url_map.bind("").test(path.decode("utf-8"), request.method.decode("ascii")))
+            text, method = path.decode("utf-8"), request.method.decode("ascii")
         except UnicodeDecodeError:
             return False  # Klein refuses a path that is not UTF-8 before any route
+        if not self.app.url_map.bind("").test(text, method):
+            return False
+        if self._verdicts is not None and text.startswith(("/alerts", "/campaigns")):
+            return self._verdicts.routes(text, method)  # the mounted app decides what it routes
+        return True
 
     def site(self, reactor: IReactorTime | None = None) -> ApiSite:
         """The site to serve this API with: token, body limit, JSON refusals, no access log."""

@@ -124,6 +124,15 @@ def test_post_alerts_keeps_the_api_rules() -> None:
     assert api.call("GET", "/campaigns/x/y/z")[0] == 404
 
 
+def test_a_method_the_mounted_routes_do_not_take_is_405_whatever_its_content_type() -> None:
+    """The Content-Type rule asks the mounted app what it routes: POST to a campaign's JUnit page, or
+    TRACE anywhere under the mounts, is 405 (as for the API's own routes), not 415."""
+    api = Api()
+    for method, path in [("POST", "/campaigns/x/junit"), ("POST", "/campaigns/x"), ("TRACE", "/campaigns/x")]:
+        assert api.call(method, path, None, {})[0] == 405, (method, path)
+    assert api.call("POST", "/campaigns", b"{}", {})[0] == 415
+
+
 def test_without_verdicts_the_paths_are_not_there() -> None:
     """An API built without verdict routes answers 404 under /alerts and /campaigns."""
     api = Api(verdicts=False)

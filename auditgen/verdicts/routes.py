@@ -70,6 +70,12 @@ class VerdictRoutes:
             request.postpath = [b""]
         return app.resource()
 
+    def routes(self, path: str, method: str) -> bool:
+        """Whether a route under /alerts or /campaigns takes this path (from the API's root) and method."""
+        mount, _, rest = path.lstrip("/").partition("/")
+        app = self.alerts_app if mount == "alerts" else self.campaigns_app
+        return bool(app.url_map.bind("").test("/" + rest, method))
+
     def track(self, run: ScenarioRun, confirmations: Mapping[str, Deferred[Any] | None]) -> None:
         """A run started through POST /scenarios/{name}: score it too."""
         self._tracker.track(run, confirmations)

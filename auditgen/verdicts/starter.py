@@ -26,19 +26,19 @@ class OutboxStarter:
 
     def prepare(self, spec: RunSpec) -> ScenarioRun:
         try:
-            delivery = spec.delivery or self._runner.scenario(spec.scenario).delivery
+            scenario = self._runner.scenario(spec.scenario)
         except UnknownScenario as e:
             raise BadRequest(str(e.args[0])) from None
-        if delivery == "paced":
+        if scenario.delivery == "paced" or spec.delivery == "paced":
             # Sent at once, a run made to be spread out would trip an arrival-time rule: say so instead.
             raise BadRequest(
-                f"{spec.scenario}: paced delivery is not available in campaigns yet (the scenario's file "
-                'asks for it); run it with POST /scenarios/{name}, or give "delivery": "instant"'
+                f"{spec.scenario}: paced delivery is not available in campaigns yet; run it with "
+                "POST /scenarios/{name}"
             )
+        if "delivery" in spec.parameters:
+            raise BadRequest(f"{spec.scenario}: delivery goes beside the parameters, not among them")
         try:
             return self._runner.run(spec.scenario, spec.parameters)
-        except UnknownScenario as e:
-            raise BadRequest(str(e.args[0])) from None
         except CheckError as e:
             raise BadRequest(str(e)) from None
 
@@ -55,3 +55,15 @@ class OutboxStarter:
     def _accepted(self, entries: list[Entry], run: Run) -> Mapping[str, Deferred[Any] | None]:
         self._runner.report(run)
         return {entry.event_id: entry.confirmed for entry in entries}
+
+
+def campaign_parameters(runner: ScenarioRunner) -> dict[str, dict[str, Any]]:
+    """What a campaign entry may give as `parameters`, by scenario, for the OpenAPI document: the
+    scenarios sent at once (not those made to be paced), their parameters without `delivery`."""
+    shown: dict[str, dict[str, Any]] = {}
+    for name, schema in runner.parameter_schemas().items():
+        if runner.scenario(name).delivery == "paced":
+            continue
+        properties = {k: v for k, v in schema.get("properties", {}).items() if k != "delivery"}
+        shown[name] = {**schema, "properties": properties}
+    return shown
