@@ -6,26 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from auditgen.config import SPECS, ConfigError, load_settings, read_dotenv
+from auditgen.config import SPECS, Broker, ConfigError, load_settings, read_dotenv
 
 
 def test_defaults_match_the_legacy_service() -> None:
     """With nothing set, the service talks to localhost:5672 as guest and publishes to audit_events."""
     s = load_settings({}, {}, {})
-    assert (
-        s.broker.node.host,
-        s.broker.node.port,
-        s.broker.node.user,
-        s.broker.node.password,
-        s.broker.node.vhost,
-    ) == (
-        "localhost",
-        5672,
-        "guest",
-        "guest",
-        "/",
-    )
-    assert not s.broker.node.tls
+    assert s.broker.node == Broker("localhost", 5672, "guest", "guest", "/", tls=False)
     assert (s.routing.queue, s.api.port, s.metrics.port, s.generator.interval) == (
         "audit_events",
         5000,
@@ -134,20 +121,7 @@ def test_url_overrides_the_five_broker_settings() -> None:
         {"RABBITMQ_HOST": "ignored", "RABBITMQ_URL": "amqps://app%40x:p%2Fw@rabbit.example:5673/prod%2Fa"},
         {},
     )
-    assert (
-        s.broker.node.host,
-        s.broker.node.port,
-        s.broker.node.user,
-        s.broker.node.password,
-        s.broker.node.vhost,
-    ) == (
-        "rabbit.example",
-        5673,
-        "app@x",
-        "p/w",
-        "prod/a",
-    )
-    assert s.broker.node.tls
+    assert s.broker.node == Broker("rabbit.example", 5673, "app@x", "p/w", "prod/a", tls=True)
 
 
 def test_url_defaults_port_by_scheme_and_vhost_to_root() -> None:

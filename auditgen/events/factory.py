@@ -237,13 +237,11 @@ class EventFactory:
         given: Mapping[str, Any] | None,
         fit: Fit | None,
     ) -> dict[str, Any]:
+        details = self._formatted(t, values, host, user, severity, result, given)
         if fit is not None:
-            details = self._formatted(t, values, host, user, severity, result, given)
             for key, value in fit.audit.items():
-                if key not in details:
-                    details[key] = value
-            return details
-        return self._formatted(t, values, host, user, severity, result, given)
+                details.setdefault(key, value)  # auditd's fields, after the template's and the caller's
+        return details
 
     @staticmethod
     def _formatted(
