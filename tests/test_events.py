@@ -25,6 +25,7 @@ from auditgen.events import (
     TemplateError,
     encode,
 )
+from auditgen.events.stamps import WallStamps
 
 EVENT_FIELDS = [
     "event_id",
@@ -448,6 +449,34 @@ def test_default_clock_is_the_current_utc_time() -> None:
     stamp = EventFactory(Catalog.builtin()).generate()["timestamp"]
     after = datetime.now(UTC).replace(tzinfo=None)
     assert before <= datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ") <= after
+
+
+def test_wall_stamps_read_as_datetimes_text_across_seconds() -> None:
+    """The wall clock's stamps, whose second is formatted once a second, are datetime's own text for every
+    nanosecond reading: at a second's first and last microsecond, as the second and the day roll over."""
+    readings = iter(
+        [
+            1_764_265_564_000_000_000,  # 2025-11-27T17:46:04.000000
+            1_764_265_564_999_999_999,
+            1_764_265_565_000_000_999,  # the next second: formatted anew
+            1_767_225_599_123_456_789,  # 2025-12-31T23:59:59.123456
+            1_767_225_600_000_001_000,  # the new year
+            1_767_225_599_500_000_000,  # a clock stepped back: still right
+        ]
+    )
+    stamps = WallStamps(lambda: next(readings))
+    for ns in (
+        1_764_265_564_000_000_000,
+        1_764_265_564_999_999_999,
+        1_764_265_565_000_000_999,
+        1_767_225_599_123_456_789,
+        1_767_225_600_000_001_000,
+        1_767_225_599_500_000_000,
+    ):
+        moment = datetime.fromtimestamp(ns // 1000 / 1_000_000, UTC).replace(
+            microsecond=ns // 1000 % 1_000_000
+        )
+        assert stamps() == moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 # --- complete() ---

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from auditgen.events.catalog import Catalog
 from auditgen.events.grounding import AUDIT_FIELDS, REPLACED, Fit, Grounding
+from auditgen.events.stamps import WallStamps, stamp
 from auditgen.events.templates import Template, is_scalar, random_uuid
 from auditgen.events.wire import KNOWN_FIELDS, SOURCE_API, SOURCE_GENERATED
 from auditgen.world.model import World
@@ -53,10 +54,19 @@ class _Plan(NamedTuple):
     draw: tuple[tuple[str, Callable[[random.Random], Any]], ...]
     keys: frozenset[str]
     audit_clash: bool
+    # Every detail in declared order, none set yet: the world's and the formats' values fill their places,
+    # so the details need no reordering afterwards (this runs for every event).
+    blank: dict[str, Any]
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+class _Stamps:
+    """Stamps of a given clock (a test's fixed now, a scenario's placeholder)."""
+
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self._now = now
+
+    def __call__(self) -> str:
+        return stamp(self._now())
 
 
 class EventFactory:
@@ -76,7 +86,7 @@ class EventFactory:
     ) -> None:
         self._catalog = catalog
         self._rng = rng if rng is not None else random.Random()
-        self._now = now if now is not None else _utc_now
+        self._stamp: Callable[[], str] = WallStamps() if now is None else _Stamps(now)
         self.grounding = Grounding(world, catalog.pools) if world is not None else None
         """The stream's fit to its world (its ledger of accounts and session numbers), if it has one."""
         self._host_pools = _standing_in(catalog, WORLD_HOST_POOLS)
@@ -109,13 +119,18 @@ class EventFactory:
             plan = self._plans.get(t) or self._plan(t)
             host = None if plan.world_host else t.host(rng)
             user = None if plan.world_user else t.user(rng)
-            values = {key: gen(rng) for key, gen in plan.draw}
+            values = plan.blank.copy()
+            for key, gen in plan.draw:
+                values[key] = gen(rng)
             fit = grounding.fit(
                 t.event_type, t.action_result, values, host, user, None, rng, True, None, plan.keys
             )
             if not fit.retry:  # else nothing to delete yet: another event instead
                 break
-        details = self._formatted(t, values, fit.host, fit.user, t.severity, t.action_result, fit.details)
+        details = values  # already in declared order: set the world's values in their places
+        details.update(fit.details)
+        if t.formats:
+            self._format(t, details, fit.host, fit.user, t.severity, t.action_result, None)
         if plan.audit_clash:  # the template has a detail of auditd's name: the template's wins
             for key, value in fit.audit.items():
                 details.setdefault(key, value)
@@ -138,6 +153,7 @@ class EventFactory:
             tuple((key, gen) for key, gen in t.plain if key not in replaced),
             frozenset(t.order),
             not AUDIT_FIELDS.isdisjoint(t.order),
+            dict.fromkeys(t.order),
         )
         self._plans[t] = plan
         return plan
@@ -258,20 +274,34 @@ class EventFactory:
         if given:
             values.update(given)
         if t.formats:
-            top = {
-                "server_hostname": host,
-                "user_id": user,
-                "event_type": t.event_type,
-                "severity": severity,
-                "action_result": result,
-            }
-            for key, fmt in t.formats:
-                if not given or key not in given:
-                    values[key] = fmt(top, values)
+            EventFactory._format(t, values, host, user, severity, result, given)
         details = {key: values[key] for key in t.order}
         if given:
             details.update(given)  # the caller's own keys, after the template's
         return details
+
+    @staticmethod
+    def _format(
+        t: Template,
+        values: dict[str, Any],
+        host: Any,
+        user: Any,
+        severity: Any,
+        result: Any,
+        given: Mapping[str, Any] | None,
+    ) -> None:
+        """Set the template's format details in values, from the event's fields and values (the
+        caller's own, in given, are kept)."""
+        top = {
+            "server_hostname": host,
+            "user_id": user,
+            "event_type": t.event_type,
+            "severity": severity,
+            "action_result": result,
+        }
+        for key, fmt in t.formats:
+            if not given or key not in given:
+                values[key] = fmt(top, values)
 
     def _event(
         self,
@@ -283,17 +313,9 @@ class EventFactory:
         result: Any,
         details: dict[str, Any],
     ) -> dict[str, Any]:
-        now = self._now()
-        # A naive datetime is taken as UTC; an aware one is converted.
-        if now.tzinfo is None:
-            stamp = now.isoformat(timespec="microseconds") + "Z"
-        elif now.tzinfo is UTC:
-            stamp = now.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" becomes "Z"
-        else:
-            stamp = now.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
         return {
             "event_id": random_uuid(self._rng),
-            "timestamp": stamp,
+            "timestamp": self._stamp(),
             "source_service": source,
             "server_hostname": host,
             "event_type": event_type,

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import operator
 import random
 import zlib
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from auditgen.world.model import UNSET_ID, Account, Host, Profile, World
@@ -77,6 +78,12 @@ _PROTECTED_PACKAGES = frozenset({"openssh-server", "sudo", "rsyslog", "cron", "c
 _MAX_PLAIN_ACCOUNTS = 256  # accounts plain events created and have not deleted yet, world-wide
 _MAX_PID = 4_194_304  # Linux's pid_max on 64-bit systems
 _DRAWS = 8  # tries at a host with the account an event needs before taking any host
+# The accounts of a host in each role an event may need: "admin" (may sudo, not root), "developer", "login".
+_ROLES: Mapping[str, Callable[[Host], tuple[Account, ...]]] = {
+    "admin": operator.attrgetter("admins"),
+    "developer": operator.attrgetter("developers"),
+    "login": operator.attrgetter("logins"),
+}
 
 
 class Fit(NamedTuple):
@@ -186,6 +193,7 @@ class Grounding:
         self._plain_created: deque[tuple[str, str]] = deque()
         self._ses: dict[str, int] = {}
         self._by_user: dict[str, tuple[Host, ...]] | None = None
+        self._people = {p.name: p for p in world.people}
 
     # -- the ledger ----------------------------------------------------------------------------------
 
@@ -252,7 +260,7 @@ class Grounding:
 
     def source(self, user: str, rng: random.Random) -> str:
         """Where a person connects from: their workstation, sometimes the VPN; others from the VPN range."""
-        person = self.world.person(user)
+        person = self._people.get(user)
         if person is not None:
             addresses = person.addresses
             return addresses[0] if rng.random() < 0.75 or len(addresses) == 1 else _one(rng, addresses[1:])
@@ -261,12 +269,13 @@ class Grounding:
     def pick(self, rng: random.Random, want: str) -> tuple[Host, Account]:
         """A host and an account on it in the role: "admin" (may sudo, not root), "developer", "login"."""
         hosts = self._hosts
-        host = _one(rng, hosts)
+        role = _ROLES[want]
+        random_ = rng.random
         for _ in range(_DRAWS):
-            candidates = self._role(host, want)
+            host = hosts[int(random_() * len(hosts))]
+            candidates = role(host)
             if candidates:
-                return host, _one(rng, candidates)
-            host = _one(rng, hosts)
+                return host, candidates[int(random_() * len(candidates))]
         for host in hosts:
             candidates = self._role(host, want)
             if candidates:
@@ -276,12 +285,8 @@ class Grounding:
         return host, root
 
     @staticmethod
-    def _role(host: Host, want: str) -> Sequence[Account]:
-        if want == "admin":
-            return host.admins
-        if want == "developer":
-            return host.developers
-        return host.logins
+    def _role(host: Host, want: str) -> tuple[Account, ...]:
+        return _ROLES[want](host)
 
     # -- fitting -----------------------------------------------------------------------------------
 
@@ -395,26 +400,27 @@ class Grounding:
                 reason = "invalid_password"
             details["reason"] = reason
         if "ip_address" not in details:
-            details.update(self._connection(keys, given, user_name, protocol, session, rng))
+            self._connection(details, keys, given, user_name, protocol, session, rng)
         details = {key: value for key, value in details.items() if key in keys}
         audit = self._audit("user_login", "FAILURE", UNSET_ID, host.name, session, rng, details, drawn)
         return Fit(host.name, user_name, details, audit)
 
     def _connection(
         self,
+        details: dict[str, Any],
         keys: Collection[str],
         given: Mapping[str, Any],
         user: str,
         protocol: Any,
         session: Mapping[str, Any] | None,
         rng: random.Random,
-    ) -> dict[str, Any]:
-        """A login's address: none on the console; the session's, or where the person connects from."""
-        details: dict[str, Any] = {}
+    ) -> None:
+        """Set a login's address in details: none on the console; the session's, or where the person
+        connects from."""
         if protocol == "console":
             if "ip_address" in keys:
                 details["ip_address"] = None
-            return details
+            return
         if given.get("ip_address"):
             address = given["ip_address"]
         elif session is not None and session.get("source_ip"):
@@ -423,7 +429,6 @@ class Grounding:
             address = self.source(user, rng)
         if "ip_address" in keys:
             details["ip_address"] = address
-        return details
 
     def _details(
         self,
@@ -444,7 +449,7 @@ class Grounding:
         out: dict[str, Any] = {}
         if event_type in ("user_login", "user_logout"):
             protocol = session.get("protocol", drawn.get("protocol")) if session else drawn.get("protocol")
-            out.update(self._connection(keys, given, name, protocol, session, rng))
+            self._connection(out, keys, given, name, protocol, session, rng)
         elif event_type == "sudo_command":
             out["command"] = _one(rng, _commands(profile))
             out["cwd"] = _one(rng, (account.home if account else "/root", "/tmp", "/var/log"))
@@ -476,6 +481,8 @@ class Grounding:
             out["resource"] = str(drawn.get("resource")).replace("/crontabs/", "/")
         if "tty" in keys:
             out["tty"] = _terminal(session, rng)
+        if keys.issuperset(out) if isinstance(keys, frozenset) else all(k in keys for k in out):
+            return out
         return {key: value for key, value in out.items() if key in keys}
 
     def _account_change(
