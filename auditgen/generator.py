@@ -178,7 +178,9 @@ class Generator(Service):
                     if self._outbox.full:
                         self._pause(True)
                         break
-                    self._outbox.add(self._make()).addErrback(self._not_stored)
+                    stored = self._outbox.put(self._make())
+                    if stored is not None:
+                        stored.addErrback(self._not_stored)
                     self._total += 1
             self._record(now)
         except OutboxFull:

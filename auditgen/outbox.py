@@ -45,6 +45,12 @@ class Entry:
     routing_key: str | None = None  # computed when accepted; None: the publisher's default (the queue)
 
 
+def _labels(event: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The event's metric labels; records that are not audit events (scenario ground truth) may lack the
+    last two."""
+    return (event["event_type"], event.get("server_hostname", ""), event.get("action_result", ""))
+
+
 class Outbox:
     """A bounded FIFO of entries waiting to be published, plus the count of those in flight."""
 
@@ -106,6 +112,16 @@ class Outbox:
         self._make_room(1, len(body))
         return self._add(event, body, wait)
 
+    def put(self, event: Mapping[str, Any]) -> Deferred[Entry] | None:
+        """add() for a producer that neither waits nor needs the entry (the generator): None when the
+        event is accepted at once (no spool), which spares a Deferred per event; else add()'s Deferred."""
+        body = encode(event)
+        self._make_room(1, len(body))
+        if self._spool is not None:
+            return self._add(event, body, False)
+        self._accept(self._entry(event, body, False), _labels(event))
+        return None
+
     def add_many(self, events: Sequence[Mapping[str, Any]], wait: bool = False) -> Deferred[list[Entry]]:
         """Accept all of the events or none (OutboxFull); fires once every one is stored."""
         bodies = [encode(event) for event in events]
@@ -124,17 +140,8 @@ class Outbox:
             )
 
     def _add(self, event: Mapping[str, Any], body: bytes, wait: bool) -> Deferred[Entry]:
-        routing = self._routing
-        entry = Entry(
-            event_id=event["event_id"],
-            event_type=event["event_type"],
-            body=body,
-            created=self._clock.seconds(),
-            confirmed=Deferred() if wait else None,
-            routing_key=None if routing is None else routing.fixed or routing.render(event),
-        )
-        # Records that are not audit events (scenario ground truth) may lack the last two.
-        labels = (event["event_type"], event.get("server_hostname", ""), event.get("action_result", ""))
+        entry = self._entry(event, body, wait)
+        labels = _labels(event)
         if self._spool is None:
             self._accept(entry, labels)
             return succeed(entry)
@@ -143,6 +150,17 @@ class Outbox:
         stored = self._spool.store(entry.event_id, entry.event_type, entry.created, body, entry.routing_key)
         return stored.addCallbacks(
             self._stored, self._not_stored, callbackArgs=(entry, labels), errbackArgs=(entry,)
+        )
+
+    def _entry(self, event: Mapping[str, Any], body: bytes, wait: bool) -> Entry:
+        routing = self._routing
+        return Entry(
+            event_id=event["event_id"],
+            event_type=event["event_type"],
+            body=body,
+            created=self._clock.seconds(),
+            confirmed=Deferred() if wait else None,
+            routing_key=None if routing is None else routing.fixed or routing.render(event),
         )
 
     def _refuse(self, count: int, reason: str) -> OutboxFull:

@@ -231,11 +231,11 @@ def test_the_service_gives_twistds_application_its_observer() -> None:
 
 
 class FailingOutbox:
-    """An outbox whose spool cannot write: every add fails with SpoolError."""
+    """An outbox whose spool cannot write: every put fails with SpoolError."""
 
     full = False
 
-    def add(self, event: Any) -> defer.Deferred[Any]:
+    def put(self, event: Any) -> defer.Deferred[Any]:
         return defer.fail(SpoolError("could not write the spool: disk full"))
 
 

@@ -206,6 +206,34 @@ def test_memory_outbox_needs_no_spool() -> None:
     assert len(fired) == 1 and fired[0].seq is None
 
 
+def test_put_without_a_spool_accepts_at_once_and_returns_nothing_to_wait_on() -> None:
+    """The generator's put(): without a spool the event waits for the publisher as soon as put() returns,
+    counted as generated, with no Deferred made for it."""
+    metrics = Metrics()
+    outbox = Outbox(10, metrics, reactor)
+    event = FACTORY.generate()
+    assert outbox.put(event) is None
+    entry = outbox.take()
+    assert entry is not None and entry.event_id == event["event_id"] and entry.seq is None
+    assert (
+        metrics.events.labels(
+            event["event_type"], event["server_hostname"], event["action_result"]
+        )._value.get()
+        == 1
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_put_with_a_spool_fires_once_the_row_is_on_disk(tmp_path: Path) -> None:
+    """With a spool, put() gives the storing's Deferred: the event counts once its row is committed."""
+    rig = Rig(tmp_path)
+    await rig.start()
+    stored = rig.outbox.put(FACTORY.generate())
+    assert stored is not None
+    entry = await stored
+    assert entry.seq is not None and len(rows_on_disk(tmp_path)) == 1
+
+
 @pytest_twisted.ensureDeferred
 async def test_routing_keys_are_kept_in_the_spool(tmp_path: Path) -> None:
     """Each event's routing key is stored with it and comes back as stored after a restart, even if the
