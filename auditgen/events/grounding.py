@@ -21,6 +21,7 @@ import random
 import zlib
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
 from auditgen.world.model import UNSET_ID, Account, Host, Profile, World
@@ -77,6 +78,22 @@ _WATCHED = ("passwd", "shadow", "group", "sudoers", "ssh", "hosts", "crontab")
 _PROTECTED_PACKAGES = frozenset({"openssh-server", "sudo", "rsyslog", "cron", "cronie"})
 _MAX_PLAIN_ACCOUNTS = 256  # accounts plain events created and have not deleted yet, world-wide
 _MAX_PID = 4_194_304  # Linux's pid_max on 64-bit systems
+_PIDS = _MAX_PID - 1000  # pids drawn for new processes: 1000 and up
+_AS_USER = frozenset(("sudo_command", "password_change", "ssh_key_added"))
+_LOGIN_EXE, _SSHD_EXE = EXE["login"], EXE["sshd"]
+_CONSOLES = tuple(f"/dev/tty{n}" for n in range(1, 7))
+_PSEUDO_TERMINALS = tuple(f"/dev/pts/{n}" for n in range(8))
+_SERVICE_RECORD = {
+    "pid": 1,
+    "uid": 0,
+    "auid": UNSET_ID,
+    "ses": UNSET_ID,
+    "exe": EXE["systemd"],
+    "terminal": "?",
+}
+# SERVICE_START and SERVICE_STOP: systemd's record, the same for every service event but its result.
+_SERVICE_DONE: Mapping[str, Any] = MappingProxyType({**_SERVICE_RECORD, "res": "success"})
+_SERVICE_FAILED: Mapping[str, Any] = MappingProxyType({**_SERVICE_RECORD, "res": "failed"})
 _DRAWS = 8  # tries at a host with the account an event needs before taking any host
 # The accounts of a host in each role an event may need: "admin" (may sudo, not root), "developer", "login".
 _ROLES: Mapping[str, Callable[[Host], tuple[Account, ...]]] = {
@@ -94,7 +111,7 @@ class Fit(NamedTuple):
     host: str
     user: str
     details: dict[str, Any]
-    audit: dict[str, Any]
+    audit: Mapping[str, Any]
     retry: bool = False
 
 
@@ -349,14 +366,7 @@ class Grounding:
             return _RETRY
         uid = account.uid if account is not None else pseudo_uid(name)
         audit = self._audit(
-            event_type,
-            result,
-            uid,
-            host.name,
-            session,
-            rng,
-            {**drawn, **details},
-            manager=host.profile.release.manager,
+            event_type, result, uid, host.name, session, rng, details, drawn, host.profile.release.manager
         )
         return Fit(host.name, name, details, audit)
 
@@ -529,100 +539,117 @@ class Grounding:
         values: Mapping[str, Any],
         drawn: Mapping[str, Any] | None = None,
         manager: str = "apt",
-    ) -> dict[str, Any]:
-        """auditd's fields of the event's main record (see docs/world.md for each record type). An event
-        in no session is its own: a new session number of the host."""
-        res = "failed" if result in ("FAILURE", "FAILED") else "success"
-        if drawn:
-            values = {**drawn, **values}
+    ) -> Mapping[str, Any]:
+        """auditd's fields of the event's main record (see docs/world.md for each record type); values
+        (the details fit set) win over drawn (the template's and the caller's). An event in no session is
+        its own: a new session number of the host. Read-only: the service records share one mapping."""
+        failed = result in ("FAILURE", "FAILED")
         if event_type == "service_status_change":
+            return _SERVICE_FAILED if failed else _SERVICE_DONE
+        drawn = drawn or {}
+        if event_type in ("user_login", "user_logout"):
+            protocol = session.get("protocol") if session else None
+            if not protocol:
+                protocol = values["protocol"] if "protocol" in values else drawn.get("protocol")
+            address = values["ip_address"] if "ip_address" in values else drawn.get("ip_address")
+            if not address and session:
+                address = session.get("source_ip")
+            return self._login_audit(
+                failed, uid, host, session, rng, protocol == "console", protocol, address
+            )
+        in_session = session is not None and "ses" in session
+        terminal = values["tty"] if "tty" in values else drawn.get("tty")
+        if not terminal:
+            terminal = _terminal(session, rng)
+        elif isinstance(terminal, str) and terminal.startswith("/dev/"):
+            terminal = terminal[5:]
+        # sudo, passwd and the user's own edits run as the user; the rest as root, by way of sudo.
+        return {
+            "pid": 1000 + int(rng.random() * _PIDS),
+            "uid": uid if event_type in _AS_USER else 0,
+            "auid": session["auid"] if in_session and session else uid,
+            "ses": session["ses"] if in_session and session else self.next_ses(host),
+            "exe": self._exe(event_type, result, values, drawn, manager),
+            "terminal": terminal,
+            "res": "failed" if failed else "success",
+        }
+
+    def _login_audit(
+        self,
+        failed: bool,
+        uid: int,
+        host: str,
+        session: Mapping[str, Any] | None,
+        rng: random.Random,
+        console: bool,
+        protocol: Any,
+        address: Any,
+    ) -> dict[str, Any]:
+        """USER_LOGIN and USER_LOGOUT: sshd's or login's record; a failed login has no auid or session."""
+        addr = "?" if console or not address else address
+        if failed:
+            terminal = _CONSOLES[int(rng.random() * 6)] if console else "ssh"
             return {
-                "pid": 1,
+                "pid": 1000 + int(rng.random() * _PIDS),
                 "uid": 0,
                 "auid": UNSET_ID,
                 "ses": UNSET_ID,
-                "exe": EXE["systemd"],
-                "terminal": "?",
-                "res": res,
-            }
-        in_session = session is not None and "ses" in session
-        if event_type in ("user_login", "user_logout"):
-            protocol = session.get("protocol") if session else None
-            protocol = protocol or values.get("protocol")
-            address = values.get("ip_address") or (session.get("source_ip") if session else None)
-            console = protocol == "console"
-            if res == "failed":
-                terminal = "ssh" if not console else f"/dev/tty{1 + _below(rng, 0, 6)}"
-                pid = _below(rng, 1000, _MAX_PID)
-                auid = ses = UNSET_ID
-            else:
-                terminal = self._login_terminal(session, protocol, rng)
-                pid = session["pid"] if in_session and session else _below(rng, 1000, _MAX_PID)
-                auid = uid
-                ses = session["ses"] if in_session and session else self.next_ses(host)
-            addr = "?" if console or not address else address
-            return {
-                "pid": pid,
-                "uid": 0,
-                "auid": auid,
-                "ses": ses,
-                "exe": EXE["login" if console else "sshd"],
+                "exe": _LOGIN_EXE if console else _SSHD_EXE,
                 "terminal": terminal,
-                "res": res,
+                "res": "failed",
                 "addr": addr,
                 "hostname": addr,
             }
-        auid = session["auid"] if in_session and session else uid
-        ses = session["ses"] if in_session and session else self.next_ses(host)
-        terminal = values.get("tty") or _terminal(session, rng)
-        if isinstance(terminal, str) and terminal.startswith("/dev/"):
-            terminal = terminal[len("/dev/") :]
-        # sudo, passwd and the user's own edits run as the user; the rest as root, by way of sudo.
-        as_user = event_type in ("sudo_command", "password_change", "ssh_key_added")
+        in_session = session is not None and "ses" in session
+        terminal = self._login_terminal(session, protocol, rng)
         return {
-            "pid": _below(rng, 1000, _MAX_PID),
-            "uid": uid if as_user else 0,
-            "auid": auid,
-            "ses": ses,
-            "exe": self._exe(event_type, result, values, manager),
+            "pid": session["pid"] if in_session and session else 1000 + int(rng.random() * _PIDS),
+            "uid": 0,
+            "auid": uid,
+            "ses": session["ses"] if in_session and session else self.next_ses(host),
+            "exe": _LOGIN_EXE if console else _SSHD_EXE,
             "terminal": terminal,
-            "res": res,
+            "res": "success",
+            "addr": addr,
+            "hostname": addr,
         }
 
     @staticmethod
     def _login_terminal(session: Mapping[str, Any] | None, protocol: Any, rng: random.Random) -> str:
         if session is not None and isinstance(session.get("terminal"), str):
             terminal: str = session["terminal"]
-        elif protocol == "console":
-            terminal = f"tty{1 + _below(rng, 0, 6)}"
-        elif protocol == "sftp":
+            return terminal if terminal == "ssh" else f"/dev/{terminal}"
+        if protocol == "console":
+            return _CONSOLES[int(rng.random() * 6)]
+        if protocol == "sftp":
             return "ssh"
-        else:
-            terminal = f"pts/{_below(rng, 0, 8)}"
-        return terminal if terminal == "ssh" else f"/dev/{terminal}"
+        return _PSEUDO_TERMINALS[int(rng.random() * 8)]
 
     @staticmethod
-    def _exe(event_type: str, result: str, values: Mapping[str, Any], manager: str) -> str:
+    def _exe(
+        event_type: str, result: str, values: Mapping[str, Any], drawn: Mapping[str, Any], manager: str
+    ) -> str:
+        def value(key: str) -> Any:
+            return values[key] if key in values else drawn.get(key)
+
         if event_type == "sudo_command":
             return EXE["sudo_command"]
         if event_type == "user_account_management":
             return EXE[{"CREATED": "useradd", "DELETED": "userdel"}.get(result, "usermod")]
         if event_type == "password_change":
-            return EXE["chpasswd" if values.get("tool") == "chpasswd" else "passwd"]
+            return EXE["chpasswd" if value("tool") == "chpasswd" else "passwd"]
         if event_type == "ssh_key_added":
             return EXE["sh"]
         if event_type == "permission_change":
-            return EXE["chown" if values.get("operation") == "chown" else "chmod"]
+            return EXE["chown" if value("operation") == "chown" else "chmod"]
         if event_type == "cron_job_modified":
             return (
-                EXE["crontab"]
-                if str(values.get("resource", "")).startswith("/var/spool")
-                else EDITOR[manager]
+                EXE["crontab"] if str(value("resource") or "").startswith("/var/spool") else EDITOR[manager]
             )
         if event_type == "firewall_rule_change":
             return EXE["xtables"]
         if event_type in ("package_install", "package_remove"):
-            return EXE["dnf" if values.get("manager") == "dnf" else "apt"]
+            return EXE["dnf" if value("manager") == "dnf" else "apt"]
         if event_type == "file_modified":
             return EDITOR[manager]
         return "?"
