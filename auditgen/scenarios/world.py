@@ -106,18 +106,16 @@ class WorldDraws:
                 values[name] = drawn_value(spec, rng, pools)
             else:
                 slots.append(_Slot(name, role, spec=spec))
-        if not slots:
-            return params, values
-        host_name = next(
-            (params[p.name] for p in scenario.params if p.name in given and self.role(p.draw) == "host"),
-            None,
-        )
-        fixed = {**params, **values}
-        drawn = self._draw(scenario, slots, fixed, host_name, rng, pools)
-        return (
-            {p.name: drawn.get(p.name, params.get(p.name)) for p in scenario.params},
-            {name: drawn.get(name, values.get(name)) for name, _ in scenario.values},
-        )
+        if slots:
+            host_name = next(
+                (params[p.name] for p in scenario.params if p.name in given and self.role(p.draw) == "host"),
+                None,
+            )
+            drawn = self._draw(scenario, slots, {**params, **values}, host_name, rng, pools)
+            params = {p.name: drawn.get(p.name, params.get(p.name)) for p in scenario.params}
+            values = {name: drawn.get(name, values.get(name)) for name, _ in scenario.values}
+        self._record(probe(scenario, {**params, **values}))
+        return params, values
 
     # -- choosing the host ----------------------------------------------------------------------------
 
@@ -139,18 +137,16 @@ class WorldDraws:
             for name, spec in (*((p.name, p.draw) for p in scenario.params), *scenario.values)
             if self.role(spec) in ACCOUNT_ROLES
         ]
-        best: tuple[int, dict[str, Any], Host] | None = None
+        best: tuple[int, dict[str, Any]] | None = None
         for host in self._candidates(fixed, accounts, host_name, rng):
             drawn, misses = self._on(host, slots, fixed, accounts, rng, pools)
             score = misses * _MISS + self._contradictions(scenario, host, {**fixed, **drawn})
             if best is None or score < best[0]:
-                best = (score, drawn, host)
+                best = (score, drawn)
             if score == 0:
                 break
         assert best is not None
-        _, drawn, host = best
-        self._record(scenario, host, {**fixed, **drawn})
-        return drawn
+        return best[1]
 
     def _candidates(
         self, fixed: Mapping[str, Any], accounts: Sequence[str], host_name: str | None, rng: random.Random
@@ -238,7 +234,7 @@ class WorldDraws:
         by an account not allowed to (or refused to one allowed), a service or file it lacks."""
         grounding = self.grounding
         events = probe(scenario, run)
-        born = {name for result, name in _changes(events, host.name) if result == "CREATED"}
+        born = {n for result, h, n in _changes(events) if result == "CREATED" and h == host.name}
         bad = 0
         for e in events:
             if e.get("server_hostname") != host.name:
@@ -274,32 +270,39 @@ class WorldDraws:
                     bad += resource not in host.profile.files
         return bad
 
-    def _record(self, scenario: Scenario, host: Host, run: Mapping[str, Any]) -> None:
-        """Accounts the run creates on a host of the world, and does not delete, are in the ledger from
+    def _record(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Accounts the run creates on hosts of the world, and does not delete, are in the ledger from
         now: nothing else creates them again (a plain deletion may delete them later)."""
-        created: dict[str, None] = {}
-        for result, name in _changes(probe(scenario, run), host.name):
-            if result == "CREATED" and self.grounding.account(host, name) is None:
-                created[name] = None
+        world, grounding = self.grounding.world, self.grounding
+        created: dict[tuple[str, str], None] = {}
+        for result, host_name, name in _changes(events):
+            host = world.host(host_name)
+            if host is None:
+                continue
+            if result == "CREATED" and grounding.account(host, name) is None:
+                created[host_name, name] = None
             elif result == "DELETED":
-                created.pop(name, None)
-        for name in created:
-            self.grounding.create_plain(host, name)
+                created.pop((host_name, name), None)
+        for host_name, name in created:
+            host = world.host(host_name)
+            assert host is not None
+            grounding.create_plain(host, name)
 
 
 _CREATED = ("user_account_management", "CREATED")
 
 
-def _changes(events: Sequence[Mapping[str, Any]], host: str) -> Iterator[tuple[Any, str]]:
-    """(action_result, account) of the run's account changes on the host, in order."""
+def _changes(events: Sequence[Mapping[str, Any]]) -> Iterator[tuple[Any, str, str]]:
+    """(action_result, host, account) of the run's account changes, in order."""
     for e in events:
-        if e["event_type"] != "user_account_management" or e.get("server_hostname") != host:
+        host = e.get("server_hostname")
+        if e["event_type"] != "user_account_management" or not isinstance(host, str):
             continue
         details = e.get("details")
         resource = details.get("resource") if isinstance(details, Mapping) else None
-        resource = e.get("resource", resource) if resource is None else resource
+        resource = e.get("resource") if resource is None else resource
         if isinstance(resource, str):
-            yield e.get("action_result"), resource
+            yield e.get("action_result"), host, resource
 
 
 def probe(scenario: Scenario, run: Mapping[str, Any]) -> list[dict[str, Any]]:
