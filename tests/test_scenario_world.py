@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 from twisted.internet.task import Clock
 
 from auditgen import app
@@ -21,6 +22,7 @@ from auditgen.events import SOURCE_GENERATED, Catalog, EventFactory, builtin_dat
 from auditgen.events.grounding import Grounding
 from auditgen.scenario_mix import ScenarioMix
 from auditgen.scenarios import BUILTIN, Run, ScenarioRunner
+from auditgen.scenarios.files import scenarios_of
 from auditgen.world import Host, World, build
 from auditgen.world.files import from_data, to_data
 from tests.support.consistency import Checker
@@ -199,6 +201,45 @@ def test_a_run_lands_on_the_one_host_where_its_events_can_happen() -> None:
     for seed in range(6):
         run = runner(seed, world).run("failed_logins_spread_out", {"delivery": "instant"})
         assert run.parameters["host"] == "h41" and run.parameters["user"] == "ann"
+
+
+OWN = """
+name: key_added_after_sudo
+description: A user logs in, becomes root and adds a key to their own authorized_keys.
+expect:
+  alert: "sudo then a change of {key_file}"
+  keys: {user_id: "{user}", server_hostname: "{host}"}
+parameters:
+  user: {type: string, draw: {pool: people}, description: The user.}
+  host: {type: string, draw: {pool: hosts}, description: The host.}
+  key_file: {type: string, default: /home/someone/.ssh/authorized_keys, description: The file.}
+steps:
+  - {name: login, event: {event_type: user_login, action_result: SUCCESS, user_id: "{user}",
+                          server_hostname: "{host}", details: {protocol: ssh}}}
+  - {name: sudo, at: 5, event: {event_type: sudo_command, action_result: SUCCESS, user_id: "{user}",
+                                server_hostname: "{host}", details: {command: "sudo -i"}}}
+  - {name: change, at: 10, event: {event_type: file_modified, action_result: MODIFIED, user_id: "{user}",
+                                   server_hostname: "{host}", details: {resource: "{key_file}"}}}
+"""
+
+
+def test_a_users_scenario_gets_a_host_where_its_events_can_happen() -> None:
+    """A user's scenario draws a person (any) who then runs sudo: the run lands on a host where the person
+    drawn is an admin, though the pool names no role; its own file, which no host of the world lists, is
+    kept and counts against none."""
+    scenario = scenarios_of(yaml.safe_load(OWN), "own.yaml")
+    for seed in range(6):
+        catalog = Catalog.builtin()
+        grounding = EventFactory(catalog, random.Random(seed), world=WORLD).grounding
+        r = ScenarioRunner(
+            catalog, random.Random(seed), now=lambda: NOW, scenarios=scenario, grounding=grounding
+        )
+        run = r.run("key_added_after_sudo", {})
+        host = WORLD.host(run.parameters["host"])
+        assert host is not None and run.parameters["user"] in names(host.admins)
+        assert run.events[-1]["resource"] == "/home/someone/.ssh/authorized_keys"
+        person = WORLD.person(run.parameters["user"])
+        assert person is not None and run.events[0]["details"]["ip_address"] in person.addresses
 
 
 def test_when_no_host_fits_the_run_is_made_on_the_best_one() -> None:

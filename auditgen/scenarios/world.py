@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from auditgen.events import Catalog
 from auditgen.events.grounding import Grounding
@@ -66,6 +66,12 @@ class _Slot:
         return value not in self.exclude and (not self.choices or value in self.choices)
 
 
+class _Known(NamedTuple):
+    accounts: frozenset[str]
+    services: frozenset[str]
+    files: frozenset[str]
+
+
 class WorldDraws:
     """Draws scenario parameters from a grounding's world, with its ledger (the stream's accounts)."""
 
@@ -75,6 +81,7 @@ class WorldDraws:
         builtin = Catalog.builtin().pools
         names = (*ROLES, *ADDRESS_ROLES)
         self._standing = frozenset(n for n in names if n in pools and pools[n] == builtin.get(n))
+        self._everywhere: _Known | None = None
 
     def role(self, spec: Mapping[str, Any] | None) -> str | None:
         """The world's role for a draw: that of the pool the catalog would draw from, if it stands in."""
@@ -231,8 +238,9 @@ class WorldDraws:
         """How many of the run's events, as its steps write them with these values, could not happen on
         the host: a name created that exists, a password failure over SSH where it takes none, a known
         user's failure for a name it lacks (or unknown_user for one it has), an account it lacks, sudo
-        by an account not allowed to (or refused to one allowed), a service or file it lacks."""
-        grounding = self.grounding
+        by an account not allowed to (or refused to one allowed), a service or file it lacks. An account,
+        service or file that no host of the world has counts nowhere: the scenario's own, as given."""
+        grounding, known = self.grounding, self._known()
         events = probe(scenario, run)
         born = {n for result, h, n in _changes(events) if result == "CREATED" and h == host.name}
         bad = 0
@@ -253,11 +261,11 @@ class WorldDraws:
                     if reason == "unknown_user":
                         bad += exists
                     elif reason is not None:
-                        bad += not exists
+                        bad += not exists and user in known.accounts
                         remote = d.get("protocol", "ssh") != "console"
                         bad += reason in _PASSWORD_REASONS and remote and not host.password_ssh
                 elif not exists:
-                    bad += 1
+                    bad += user in known.accounts
                 elif account is not None:
                     if kind == "sudo_command" and result is not None:
                         bad += account.sudo != (result == "SUCCESS")
@@ -265,10 +273,22 @@ class WorldDraws:
                         bad += not account.can_log_in
             if isinstance(resource, str):
                 if kind == "service_status_change":
-                    bad += resource not in host.profile.services
+                    bad += resource not in host.profile.services and resource in known.services
                 elif kind in ("file_modified", "permission_change"):
-                    bad += resource not in host.profile.files
+                    bad += resource not in host.profile.files and resource in known.files
         return bad
+
+    def _known(self) -> _Known:
+        """The accounts, services and files some host of the world has (found once)."""
+        if self._everywhere is None:
+            profiles = {id(h.profile): h.profile for h in self.grounding.world.hosts}.values()
+            accounts = {a.name for h in self.grounding.world.hosts for a in h.accounts}
+            self._everywhere = _Known(
+                frozenset(accounts | {a.name for p in profiles for a in p.system_accounts}),
+                frozenset(s for p in profiles for s in p.services),
+                frozenset(f for p in profiles for f in p.files),
+            )
+        return self._everywhere
 
     def _record(self, events: Sequence[Mapping[str, Any]]) -> None:
         """Accounts the run creates on hosts of the world, and does not delete, are in the ledger from
