@@ -120,6 +120,7 @@ def parts(
         clock=reactor,
         outbox=outbox,
         store=RunStore(os.path.join(spool_dir, RUN_STORE_FILE)) if spool_dir else None,
+        grounding=factory.grounding,  # the API's runs share its world and ledger
     )
     api: AuditAPI | None = None  # made below; no campaign starts while it is closing
     verdicts = VerdictService(
@@ -146,7 +147,15 @@ def parts(
             runner.report(run)
             verdicts.report(run)
 
-        make = ScenarioMix(make, catalog, mix_rng, s.scenarios.rate, report, scenarios=attacks)
+        make = ScenarioMix(
+            make,
+            catalog,
+            mix_rng,
+            s.scenarios.rate,
+            report,
+            scenarios=attacks,
+            grounding=generated.grounding,  # the generator's world and ledger
+        )
     generator = Generator(
         reactor,
         s.generator.events_per_second,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from auditgen.events import SOURCE_GENERATED, Catalog
+from auditgen.events.grounding import Grounding
 from auditgen.scenarios import SCENARIOS, Plan, Run, Scenario, StampedFactory, plan
 from auditgen.scenarios.engine import stamp
 
@@ -33,11 +34,14 @@ class ScenarioMix:
         report: Callable[[Run], None],
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         scenarios: Sequence[Scenario] = SCENARIOS,
+        grounding: Grounding | None = None,
     ) -> None:
+        """grounding: the generator's fit to its world, if it has one: runs draw their parameters from
+        the world and share the generator's ledger (accounts, session numbers)."""
         if not 0 <= rate <= MAX_SCENARIO_RATE:
             raise ValueError(f"rate must be from 0 to {MAX_SCENARIO_RATE:g} scenarios per 1,000 events")
         self._inner = inner
-        self._factory = StampedFactory(catalog, rng)
+        self._factory = StampedFactory(catalog, rng, grounding)
         self._rng = rng
         self._probability = rate / 1000.0
         self._report = report

@@ -15,16 +15,19 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from auditgen.events import Catalog
+from auditgen.events import Catalog, EventFactory
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
 from auditgen.scenarios import BUILTIN, NEAR_MISSES, Run, ScenarioRunner
 from auditgen.scenarios.runs import RETRY_SECONDS, RunStore
+from auditgen.world import build
 from tests.support import detect
 
 START = datetime(2026, 11, 27, 14, 30, tzinfo=UTC).timestamp()
 # The attacks the platform's two rules are written for; it has none for the others (they would be missed).
 PLATFORM_COVERS = {"brute_force", "privilege_escalation", "sensitive_file_tamper"}
+WORLD = build("delivery", 12, 10)
+WORLDS = pytest.mark.parametrize("world", [False, True], ids=["no-world", "world"])
 
 
 class Reports:
@@ -50,6 +53,7 @@ class Pipeline:
         consume: bool = True,
         store: RunStore | None = None,
         clock: Clock | None = None,
+        world: bool = False,
     ) -> None:
         if clock is None:
             clock = Clock()
@@ -59,6 +63,9 @@ class Pipeline:
         self.outbox = Outbox(capacity, self.metrics, self.clock)
         self.arrivals: list[tuple[float, dict[str, Any]]] = []
         self.reports = Reports()
+        grounding = (
+            EventFactory(Catalog.builtin(), random.Random(seed), world=WORLD).grounding if world else None
+        )
         self.runner = ScenarioRunner(
             Catalog.builtin(),
             random.Random(seed),
@@ -66,6 +73,7 @@ class Pipeline:
             clock=self.clock,
             outbox=self.outbox,
             store=store,
+            grounding=grounding,
         )
         self.runner.startService()
         if consume:
@@ -94,13 +102,15 @@ class Pipeline:
         return next(r for r in self.reports.runs if r.scenario_id == scenario_id)
 
 
+@WORLDS
 @pytest.mark.parametrize("seed", range(4))
-def test_every_near_miss_stays_quiet_and_every_attack_fires_by_arrival_time(seed: int) -> None:
+def test_every_near_miss_stays_quiet_and_every_attack_fires_by_arrival_time(seed: int, world: bool) -> None:
     """Each built-in with its defaults and default delivery, evaluated by the platform's two rules counted
     by arrival time: no near miss trips either; each attack they cover trips one, on its own events only;
-    every attack trips its own rule (tests/detect.py, written apart from the scenarios)."""
+    every attack trips its own rule (tests/detect.py, written apart from the scenarios). Without a world
+    and with one (its draws the world's)."""
     for scenario in BUILTIN:
-        p = Pipeline(seed)
+        p = Pipeline(seed, world=world)
         run = p.run(p.deliver(scenario.name))
         alerts = detect.platform_alerts(p.arrivals)
         if scenario.expect == "quiet":
@@ -121,11 +131,15 @@ QUIET_UNDER = {
 }
 
 
+@WORLDS
 @pytest.mark.parametrize("name", [s.name for s in NEAR_MISSES])
-def test_every_near_miss_stays_quiet_under_the_rule_of_the_attack_it_resembles(name: str) -> None:
-    """The independent rules of tests/detect.py, by timestamp, find nothing in any near miss."""
+def test_every_near_miss_stays_quiet_under_the_rule_of_the_attack_it_resembles(
+    name: str, world: bool
+) -> None:
+    """The independent rules of tests/detect.py, by timestamp, find nothing in any near miss, without a
+    world and with one."""
     for seed in range(5):
-        p = Pipeline(seed)
+        p = Pipeline(seed, world=world)
         run = p.run(p.deliver(name))
         assert run.expected["outcome"] == "quiet"
         assert QUIET_UNDER[name](run.events) == {}

@@ -19,10 +19,12 @@ from auditgen.outbox import Outbox
 from auditgen.scenario_mix import ScenarioMix
 from auditgen.scenarios import SCENARIOS, Run
 from auditgen.spool import Spool, SpoolError
+from auditgen.world import build
 from tests.support import detect
 from tests.support.web import FailingSpool, SlowSpool
 
 CATALOG = Catalog.builtin()
+WORLD = build("mix", 12, 10)
 START = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()
 
 
@@ -30,9 +32,23 @@ def clock_now(clock: Clock) -> Any:
     return lambda: datetime.fromtimestamp(clock.seconds(), UTC)
 
 
-def mix(rate: float, seed: str, clock: Clock, runs: list[Run], **kwargs: Any) -> ScenarioMix:
-    inner = EventFactory(CATALOG, random.Random(f"{seed}/generator"), now=clock_now(clock)).generate
-    return ScenarioMix(inner, CATALOG, random.Random(seed), rate, runs.append, clock_now(clock), **kwargs)
+def mix(
+    rate: float, seed: str, clock: Clock, runs: list[Run], world: bool = False, **kwargs: Any
+) -> ScenarioMix:
+    """The generator's mix; with world, the generator and its runs draw from WORLD, with one ledger."""
+    factory = EventFactory(
+        CATALOG, random.Random(f"{seed}/generator"), now=clock_now(clock), world=WORLD if world else None
+    )
+    return ScenarioMix(
+        factory.generate,
+        CATALOG,
+        random.Random(seed),
+        rate,
+        runs.append,
+        clock_now(clock),
+        grounding=factory.grounding,
+        **kwargs,
+    )
 
 
 def test_rate_zero_is_the_inner_stream_unchanged() -> None:
@@ -44,16 +60,17 @@ def test_rate_zero_is_the_inner_stream_unchanged() -> None:
     assert runs == []
 
 
-def test_generated_scenarios_are_consecutive_stamped_by_the_clock_and_trip_their_rules() -> None:
+@pytest.mark.parametrize("world", [False, True], ids=["no-world", "world"])
+def test_generated_scenarios_are_consecutive_stamped_by_the_clock_and_trip_their_rules(world: bool) -> None:
     """Run by the Generator on a Clock: each scenario's events come one per tick, in a row, stamped by the
     clock; its run is reported after its last event, with the window of those timestamps, and the rule
-    computed from the events finds the expected keys."""
+    computed from the events finds the expected keys; with a world too."""
     clock, runs = Clock(), list[Run]()
     clock.advance(START)
     metrics = Metrics()
     outbox = Outbox(100_000, metrics, clock)
     scenarios = [s for s in SCENARIOS if s.name != "off_hours_admin"]  # stamped at night: its own test
-    make = mix(1000, "every", clock, runs, scenarios=scenarios)
+    make = mix(1000, "every", clock, runs, world, scenarios=scenarios)
     generator = Generator(clock, 2.0, make, outbox, metrics)
     generator.startService()
     for _ in range(400):

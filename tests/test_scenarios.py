@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from auditgen.checks import CheckError
-from auditgen.events import SOURCE_API, Catalog
+from auditgen.events import SOURCE_API, Catalog, EventFactory
 from auditgen.scenarios import BUILTIN, SCENARIOS, ScenarioRunner, UnknownScenario
+from auditgen.world import build
 from tests.support import detect
 
 NOW = datetime(2026, 11, 27, 14, 30, 0, tzinfo=UTC)  # business hours: off_hours_admin must look back
@@ -33,8 +34,15 @@ WITH_PARAMETERS: dict[str, dict[str, Any]] = {
 }
 
 
-def runner(seed: int = 1, now: datetime = NOW) -> ScenarioRunner:
-    return ScenarioRunner(Catalog.builtin(), random.Random(seed), now=lambda: now)
+WORLD = build("scenarios", 12, 10)
+# Every rule is checked without a world (the default) and with one, whose draws are the world's.
+WORLDS = pytest.mark.parametrize("world", [False, True], ids=["no-world", "world"])
+
+
+def runner(seed: int = 1, now: datetime = NOW, world: bool = False) -> ScenarioRunner:
+    """A seeded runner; with world, drawing from WORLD with a ledger of its own (as the API's runner)."""
+    grounding = EventFactory(Catalog.builtin(), random.Random(seed), world=WORLD).grounding if world else None
+    return ScenarioRunner(Catalog.builtin(), random.Random(seed), now=lambda: now, grounding=grounding)
 
 
 def test_there_are_at_least_six_scenarios_and_every_one_has_parameters_to_try() -> None:
@@ -44,20 +52,23 @@ def test_there_are_at_least_six_scenarios_and_every_one_has_parameters_to_try() 
     assert len(names) >= 6
 
 
+@WORLDS
 @pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
 @pytest.mark.parametrize("seed", range(5))
-def test_every_scenario_with_its_defaults_trips_its_rule(name: str, seed: int) -> None:
+def test_every_scenario_with_its_defaults_trips_its_rule(name: str, seed: int, world: bool) -> None:
     """With the defaults, the rule computed from the events finds exactly the expected keys and window."""
-    run = runner(seed).run(name, {})
+    run = runner(seed, world=world).run(name, {})
     detect.assert_expected(run.expected, name, run.events, run.parameters)
     assert_well_formed(run)
 
 
+@WORLDS
 @pytest.mark.parametrize("name", list(WITH_PARAMETERS))
-def test_every_scenario_with_parameters_trips_its_rule_for_those_parameters(name: str) -> None:
-    """The caller's parameters shape the events; the rule tuned by them finds the expected keys."""
+def test_every_scenario_with_parameters_trips_its_rule_for_those_parameters(name: str, world: bool) -> None:
+    """The caller's parameters shape the events (kept as given, in the world or out of it); the rule tuned
+    by them finds the expected keys."""
     given = WITH_PARAMETERS[name]
-    run = runner().run(name, given)
+    run = runner(world=world).run(name, given)
     for key, value in given.items():
         assert run.parameters[key] == value
     detect.assert_expected(run.expected, name, run.events, run.parameters)
@@ -78,11 +89,12 @@ def assert_well_formed(run: Any) -> None:
     assert stamps == sorted(stamps), "events are made in the order they happen"
 
 
-def test_the_platforms_rules_fire_on_the_defaults() -> None:
+@WORLDS
+def test_the_platforms_rules_fire_on_the_defaults(world: bool) -> None:
     """brute_force with defaults trips "3 FAILURE for one user and host within 60 s"; sensitive_file_tamper
     trips "file_modified MODIFIED whose top-level resource contains one of the four files"."""
     for seed in range(20):
-        r = runner(seed)
+        r = runner(seed, world=world)
         bf = r.run("brute_force", {})
         assert list(detect.brute_force(bf.events)) == [tuple(bf.expected["keys"].values())]
         tamper = r.run("sensitive_file_tamper", {})

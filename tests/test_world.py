@@ -63,7 +63,15 @@ def stream(world: World, seed: str, count: int, scenario_rate: float = 0.0) -> I
     factory = EventFactory(catalog, random.Random(f"{seed}/generator"), now, world=world)
     make: Callable[[], Mapping[str, Any]] = SessionMix(factory, random.Random(f"{seed}/sessions"), 0.3, 20)
     if scenario_rate:
-        make = ScenarioMix(make, catalog, random.Random(f"{seed}/mix"), scenario_rate, lambda run: None, now)
+        make = ScenarioMix(
+            make,
+            catalog,
+            random.Random(f"{seed}/mix"),
+            scenario_rate,
+            lambda run: None,
+            now,
+            grounding=factory.grounding,  # the generator's world and ledger, as app.parts gives it
+        )
     for _ in range(count):
         yield dict(make())
 

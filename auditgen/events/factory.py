@@ -83,11 +83,16 @@ class EventFactory:
         rng: random.Random | None = None,
         now: Callable[[], datetime] | None = None,
         world: World | None = None,
+        grounding: Grounding | None = None,
     ) -> None:
+        """grounding: a fit to the world shared with another factory (one ledger for both: a scenario
+        mix's runs and the generator's events); without one, the factory fits to `world` with its own."""
         self._catalog = catalog
         self._rng = rng if rng is not None else random.Random()
         self._stamp: Callable[[], str] = WallStamps() if now is None else _Stamps(now)
-        self.grounding = Grounding(world, catalog.pools) if world is not None else None
+        if grounding is None and world is not None:
+            grounding = Grounding(world, catalog.pools)
+        self.grounding = grounding
         """The stream's fit to its world (its ledger of accounts and session numbers), if it has one."""
         self._host_pools = _standing_in(catalog, WORLD_HOST_POOLS)
         self._user_pools = _standing_in(catalog, WORLD_USER_POOLS)

@@ -231,6 +231,13 @@ class Grounding:
         self._created.setdefault(host.name, {})[name] = account
         return account
 
+    def create_plain(self, host: Host, name: str) -> Account:
+        """Record an account created outside a session story (a scenario run's), as a plain event's
+        creation is: it exists until a plain deletion deletes it, oldest first."""
+        account = self.create(host, name)
+        self._plain_created.append((host.name, name))
+        return account
+
     def delete(self, host_name: str, name: str) -> None:
         created = self._created.get(host_name)
         if created is not None:

@@ -20,13 +20,14 @@ import ipaddress
 import random
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from auditgen.checks import Check, CheckError, show
 from auditgen.events import Catalog, EventFactory, Network
+from auditgen.events.grounding import Grounding
 
 Pools = Mapping[str, tuple[Any, ...]]
 DELIVERIES = ("instant", "paced")
@@ -295,7 +296,7 @@ class Scenario:
     summary: Expr  # alert: the rule in words; quiet: why a correct rule stays quiet
     keys: tuple[tuple[str, Expr], ...]
     delivery: str = "instant"
-    values: tuple[tuple[str, Draw], ...] = ()
+    values: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # name -> how it is drawn (see drawer)
     hour: Expr | None = None  # the run lies in the last such UTC hour (off_hours_admin: a night)
     origin: str = ""  # the file it was read from
 
@@ -402,21 +403,33 @@ class Run:
 
 
 class StampedFactory:
-    """An EventFactory for scenario events: the catalog fills what a step leaves out."""
+    """An EventFactory for scenario events: the catalog fills what a step leaves out. With a grounding
+    (the world of the stream the runs join, and its ledger), the runs' drawn parameters come from the
+    world (auditgen.scenarios.world) and their events are fitted to it."""
 
-    def __init__(self, catalog: Catalog, rng: random.Random) -> None:
+    def __init__(self, catalog: Catalog, rng: random.Random, grounding: Grounding | None = None) -> None:
+        from auditgen.scenarios.world import WorldDraws  # it builds on this module
+
         self.rng = rng
         self.pools = catalog.pools
-        self._factory = EventFactory(catalog, rng, now=lambda: datetime.fromtimestamp(0, UTC))
+        self.world = None if grounding is None else WorldDraws(grounding, catalog.pools)
+        self._factory = EventFactory(
+            catalog, rng, now=lambda: datetime.fromtimestamp(0, UTC), grounding=grounding
+        )
 
     def complete(self, fields: Mapping[str, Any], source: str) -> dict[str, Any]:
         return self._factory.complete(fields, source)
 
 
 def parameters(
-    scenario: Scenario, given: Mapping[str, Any], rng: random.Random, pools: Pools
+    scenario: Scenario,
+    given: Mapping[str, Any],
+    rng: random.Random,
+    pools: Pools,
+    skip: Collection[str] = (),
 ) -> dict[str, Any]:
-    """The caller's parameters checked, the others at their defaults or drawn; CheckError on a bad one."""
+    """The caller's parameters checked, the others at their defaults or drawn (but those in `skip`, which
+    the world draws); CheckError on a bad one."""
     known = {p.name: p for p in scenario.params}
     for name in given:
         if name not in known:
@@ -424,6 +437,8 @@ def parameters(
             raise CheckError(f"{scenario.name}:", f"unknown parameter {show(name)} (known: {listed})")
     values: dict[str, Any] = {}
     for p in scenario.params:
+        if p.name in skip and p.name not in given:
+            continue
         try:
             values[p.name] = p.parse(given[p.name], pools) if p.name in given else p.value(rng, pools)
         except CheckError as e:
@@ -434,9 +449,14 @@ def parameters(
 def plan(scenario: Scenario, given: Mapping[str, Any], factory: StampedFactory, source: str) -> Plan:
     """A run: parameters, id, offsets and the events (in time order), made with the factory's rng."""
     rng, pools = factory.rng, factory.pools
-    params = parameters(scenario, given, rng, pools)
-    scenario_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    ctx = Context({**params, **{name: draw(rng, pools) for name, draw in scenario.values}})
+    if factory.world is None:
+        params = parameters(scenario, given, rng, pools)
+        scenario_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        ctx = Context({**params, **{name: drawer(spec)(rng, pools) for name, spec in scenario.values}})
+    else:
+        params, drawn = factory.world.parameters(scenario, given, rng, pools)
+        scenario_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        ctx = Context({**params, **drawn})
     last: dict[str, float] = {}
     timed: list[tuple[float, Step, int]] = []
     for step in scenario.steps:

@@ -405,7 +405,7 @@ def scenario(raw: Any, where: str, origin: str = "") -> Scenario:
         _name(value_name, field(f"values.{value_name}"))
         if value_name in kinds or value_name in RESERVED:
             _fail(field(f"values.{value_name}"), "a parameter (or delivery) has that name")
-        values.append((value_name, drawer(_draw(draw, where, f"values.{value_name}", None))))
+        values.append((value_name, _draw(draw, where, f"values.{value_name}", None)))
         kinds[value_name] = "string"
     expect = _keys(spec["expect"], field("expect"), (*OUTCOMES, "keys"))
     outcomes = [o for o in OUTCOMES if o in expect]

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from auditgen.checks import CheckError, show
 from auditgen.events import SOURCE_API, Catalog
+from auditgen.events.grounding import Grounding
 from auditgen.outbox import Entry, Outbox, OutboxFull
 from auditgen.scenarios.engine import (
     DELIVERIES,
@@ -171,13 +172,15 @@ class ScenarioRunner(Service):
         clock: IReactorTime | None = None,
         outbox: Outbox | None = None,
         store: RunStore | None = None,
+        grounding: Grounding | None = None,
     ) -> None:
         """`clock` and `outbox` are needed for paced runs only; `now` defaults to the clock's time. With a
-        store, paced runs unfinished at a stop are kept there and resumed when the service starts again."""
+        store, paced runs unfinished at a stop are kept there and resumed when the service starts again.
+        With a grounding (the API's world and ledger), runs draw their parameters from the world."""
         from auditgen.scenarios import BUILTIN
 
         self._reporter = reporter
-        self._factory = StampedFactory(catalog, rng)
+        self._factory = StampedFactory(catalog, rng, grounding)
         self._clock = clock
         self._outbox = outbox
         self._now: Callable[[], datetime] = _utc_now
