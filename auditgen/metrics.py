@@ -2,16 +2,60 @@
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from itertools import accumulate
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 PREFIX = "audit_events_generator"
 OVERFLOW = "_overflow"  # every label of the one series that counts label sets beyond max_series
+
+
+class BatchHistogram(Collector):
+    """An unlabelled histogram that takes many equal observations at once.
+
+    One multiple ack confirms hundreds of events published together, all with the same latency;
+    prometheus_client's Histogram takes them one by one, each with locked increments, which cost 3% of
+    the in-memory pipeline per event (measured). Read in the reactor's thread only, so it needs no lock.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = (*sorted(float(b) for b in buckets), math.inf)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, amount: float, count: int = 1) -> None:
+        """Count `count` observations of `amount` (a bucket's bound is inclusive, as Prometheus's le)."""
+        self._counts[bisect_left(self._bounds, amount)] += count
+        self._sum += amount * count
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation)
+        cumulative = list(accumulate(self._counts))
+        family.add_metric(
+            [],
+            [(floatToGoString(b), c) for b, c in zip(self._bounds, cumulative, strict=True)],  # type: ignore[no-untyped-call]
+            self._sum,
+        )
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self._name, self._documentation)
 
 
 class Metrics:
@@ -72,11 +116,11 @@ class Metrics:
             "Messages the broker returned as unroutable; they are published again.",
             registry=r,
         )
-        self.confirm_latency = Histogram(
+        self.confirm_latency = BatchHistogram(
             f"{PREFIX}_confirm_latency_seconds",
             "Time from publish to broker confirm.",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            r,
         )
         self.rabbitmq_blocked = Gauge(
             f"{PREFIX}_rabbitmq_blocked",

@@ -194,9 +194,9 @@ class Outbox:
         return self._waiting.popleft()
 
     def settle(self, entry: Entry) -> None:
-        """The broker confirmed the entry: it leaves the outbox (and the spool)."""
+        """The broker confirmed the entry: it leaves the outbox (and the spool). The confirm window
+        counts it, once for a whole ack."""
         self._in_flight -= 1
-        self._metrics.published_success.inc()
         if self._spool is not None and entry.seq is not None:
             self._bytes -= len(entry.body)
             self._spool_refused = False

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from auditgen.metrics import OVERFLOW, Metrics
+from auditgen.metrics import OVERFLOW, BatchHistogram, Metrics
 
 EVENTS = "audit_events_generator_events_total"
 OVERFLOW_TOTAL = "audit_events_generator_metric_overflow_total"
@@ -69,3 +69,23 @@ def test_default_limit_is_a_thousand_series_and_must_be_positive() -> None:
     assert Metrics().max_series == 1000
     with pytest.raises(ValueError, match="at least 1"):
         Metrics(max_series=0)
+
+
+def test_a_batch_histogram_reads_as_prometheus_clients_own_for_the_same_observations() -> None:
+    """Observations taken in batches (count=n) expose the same buckets, count and sum as
+    prometheus_client's Histogram given them one by one, bounds inclusive as `le` is."""
+    buckets = (0.001, 0.01, 0.1, 1)
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    batch = BatchHistogram("latency_seconds", "Latency.", buckets, ours)
+    single = Histogram("latency_seconds", "Latency.", buckets=buckets, registry=theirs)
+    for amount, count in ((0.0005, 3), (0.01, 2), (0.5, 1), (7.0, 4), (0.001, 1)):
+        batch.observe(amount, count)
+        for _ in range(count):
+            single.observe(amount)
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if "_created" not in line]
+
+    assert lines(ours) == lines(theirs)
+    assert 'latency_seconds_bucket{le="0.01"} 6.0' in lines(ours)

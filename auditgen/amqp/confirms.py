@@ -106,6 +106,8 @@ class ConfirmWindow:
         now = self._clock.seconds()
         again = []
         returned = []
+        acked = []
+        sent_at: dict[float, int] = {}  # acked events by when they were sent (a fill sends many at once)
         for tag in tags:
             item = self._unconfirmed.pop(tag, None)
             if item is None:
@@ -118,7 +120,13 @@ class ConfirmWindow:
                 self._returned.discard(entry.event_id)
                 returned.append(entry)
             else:
-                self._metrics.confirm_latency.observe(now - sent)
+                acked.append(entry)
+                sent_at[sent] = sent_at.get(sent, 0) + 1
+        if acked:  # counted first: settling wakes whoever waits for these confirms
+            for sent, count in sent_at.items():
+                self._metrics.confirm_latency.observe(now - sent, count)
+            self._metrics.published_success.inc(len(acked))
+            for entry in acked:
                 self._outbox.settle(entry)
                 if self._resent:
                     self._routed_again(entry)
