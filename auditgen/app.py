@@ -92,8 +92,9 @@ def parts(
 ) -> Parts:
     """Every part, each given what it uses. The generator is made before the API, which controls it.
 
-    With AUDITGEN_WORLD on, events are drawn from `world` (the user's file, read by the options), else
-    from one built from the seed; with it off, from the template pools alone, and `world` is unused.
+    With AUDITGEN_WORLD on (the default), events are drawn from `world` (the user's file, read by the
+    options), else from one built from the seed; with it off, from the template pools alone, and `world`
+    is unused.
     """
     metrics = Metrics(max_series=s.metrics.max_series)
     spool = Spool(s.outbox.spool_dir, reactor) if s.outbox.spool_dir else None

@@ -154,9 +154,14 @@ def _expected_ids(instance: str, count: int) -> list[str]:
     from the seed and its name alone (sessions and scenarios off, so each tick is one generate())."""
     from auditgen.config import load_settings
     from auditgen.events import Catalog, EventFactory, seeded_rng
+    from auditgen.world import build
 
     settings = load_settings({"seed": SEED, "instance": instance, "instances": "3"}, {}, {})
-    factory = EventFactory(Catalog.builtin(), seeded_rng(settings.generator.stream_seed, "generator"))
+    # The world all instances share: built from the seed itself and the default sizes.
+    world = build(settings.generator.seed, settings.world.hosts, settings.world.people)
+    factory = EventFactory(
+        Catalog.builtin(), seeded_rng(settings.generator.stream_seed, "generator"), world=world
+    )
     return [factory.generate()["event_id"] for _ in range(count)]
 
 

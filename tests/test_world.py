@@ -4,6 +4,7 @@ and 100,000 generated events read by a checker written apart from the generator,
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import random
@@ -133,15 +134,15 @@ def test_sizes_out_of_range_are_refused() -> None:
     assert (s.world.hosts, s.world.people, s.world.file) == (100_000, 3, None)
 
 
-def test_the_world_is_off_unless_asked_for() -> None:
-    """The world costs about half the generation speed, so it is opt-in: AUDITGEN_WORLD defaults to false,
-    takes only true or false, and a world file without it is refused rather than silently unused."""
-    assert load_settings({}, {}, {}).world.enabled is False
-    assert load_settings({}, {"AUDITGEN_WORLD": "true"}, {}).world.enabled is True
+def test_the_world_is_on_unless_turned_off() -> None:
+    """Every event comes from the world unless AUDITGEN_WORLD=false; it takes only true or false, and a
+    world file with the world off is refused rather than silently unused."""
+    assert load_settings({}, {}, {}).world.enabled is True
+    assert load_settings({}, {"AUDITGEN_WORLD": "false"}, {}).world.enabled is False
     with pytest.raises(ConfigError, match=r"invalid AUDITGEN_WORLD .*'maybe': expected true or false"):
         load_settings({}, {"AUDITGEN_WORLD": "maybe"}, {})
     with pytest.raises(ConfigError, match=r"AUDITGEN_WORLD_FILE .* is set but the world is off"):
-        load_settings({}, {"AUDITGEN_WORLD_FILE": "w.yaml"}, {})
+        load_settings({}, {"AUDITGEN_WORLD_FILE": "w.yaml", "AUDITGEN_WORLD": "false"}, {})
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -149,8 +150,8 @@ def test_the_service_draws_from_a_world_only_when_it_is_on(on: bool) -> None:
     """app.parts gives the generator and the API a world built from AUDITGEN_SEED and the sizes when
     AUDITGEN_WORLD is true, and none otherwise: then events carry no auditd fields, as before the world."""
     env = {"AUDITGEN_SEED": "parts", "AUDITGEN_WORLD_HOSTS": "7", "AUDITGEN_WORLD_PEOPLE": "4"}
-    if on:
-        env["AUDITGEN_WORLD"] = "true"
+    if not on:
+        env["AUDITGEN_WORLD"] = "false"
     parts = app.parts(load_settings({}, env, {}), Catalog.builtin(), Clock())
     grounding = parts.factory.grounding
     if not on:
@@ -544,3 +545,41 @@ def test_get_world_serves_the_world_the_service_draws_from(with_world: bool) -> 
     else:
         assert code == 200 and body == json.loads(json.dumps(to_data(world)))
         VALIDATOR.validate(body)
+
+
+# -- working hours --------------------------------------------------------------------------------------
+
+
+def _at(when: datetime) -> datetime:
+    return when
+
+
+def _local_hour(person: Any, when: datetime) -> int:
+    """The hour on the person's wall clock, read with zoneinfo here (not the generator's code)."""
+    from zoneinfo import ZoneInfo
+
+    return when.astimezone(ZoneInfo(person.timezone)).hour
+
+
+def test_people_work_in_their_hours_and_someone_is_on_call_when_nobody_is() -> None:
+    """Plain generated events are done by people at work at the events' time, in their own time zone
+    (India's half hour included); at an hour when nobody of a team is at work, its work is still done,
+    by whoever is on call."""
+    world = build("hours", 40, 20)
+    people = {p.name: p for p in world.people}
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+    checked = 0
+    for quarter in range(0, 96, 2):
+        when = day + timedelta(minutes=15 * quarter)
+        working = {n for n, p in people.items() if p.hours[0] <= _local_hour(p, when) < p.hours[1]}
+        factory = EventFactory(
+            Catalog.builtin(), random.Random(quarter), functools.partial(_at, when), world=world
+        )
+        by_people = [e for e in (factory.generate() for _ in range(300)) if e["user_id"] in people]
+        assert by_people, f"{when:%H:%M} UTC: no event by a person"
+        teams_at_work = {people[n].team for n in working}
+        if teams_at_work == {"ops", "dev"}:  # someone of each team at work: they do the work
+            share = sum(e["user_id"] in working for e in by_people) / len(by_people)
+            assert share >= 0.9, f"{when:%H:%M} UTC: only {share:.0%} of people's events by people at work"
+            checked += 1
+    assert checked >= 10

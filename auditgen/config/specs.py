@@ -338,27 +338,27 @@ SPECS: tuple[Spec, ...] = (
     ),
     # -- world
     Spec(
-        "world", "enabled", "AUDITGEN_WORLD", "world", "false", p.boolean,
+        "world", "enabled", "AUDITGEN_WORLD", "world", "true", p.boolean,
         "`true`: draw every event from a seeded world of hosts, accounts and software, with auditd's "
-        "fields in `details` (docs/world.md); it costs about half the generation speed. `false`: events "
-        "as without a world, the pools drawn from independently.",
+        "fields in `details` (docs/world.md). `false`: events as before the world (byte for byte, with a "
+        "seed), the pools drawn from independently.",
     ),
     Spec(
         "world", "hosts", "AUDITGEN_WORLD_HOSTS", "world-hosts", str(DEFAULT_HOSTS),
         p.int_from(1, MAX_HOSTS),
-        f"Hosts in the world (1 to {MAX_HOSTS}), built from `AUDITGEN_SEED`; read with "
-        "`AUDITGEN_WORLD=true`.",
+        f"Hosts in the world (1 to {MAX_HOSTS}), built from `AUDITGEN_SEED`; unused with "
+        "`AUDITGEN_WORLD=false`.",
     ),
     Spec(
         "world", "people", "AUDITGEN_WORLD_PEOPLE", "world-people", str(DEFAULT_PEOPLE),
         p.int_from(1, MAX_PEOPLE),
-        f"People with accounts in the world (1 to {MAX_PEOPLE}); a third are admins. Read with "
-        "`AUDITGEN_WORLD=true`.",
+        f"People with accounts in the world (1 to {MAX_PEOPLE}); a third are admins. Unused with "
+        "`AUDITGEN_WORLD=false`.",
     ),
     Spec(
         "world", "file", "AUDITGEN_WORLD_FILE", "world-file", None, p.text,
-        "A world file (`.json`, `.yaml`, `.yml`) to draw events from instead of a built world; needs "
-        "`AUDITGEN_WORLD=true`. A bad file stops start-up naming the file, the entry and the field.",
+        "A world file (`.json`, `.yaml`, `.yml`) to draw events from instead of a built world; refused with "
+        "`AUDITGEN_WORLD=false`. A bad file stops start-up naming the file, the entry and the field.",
     ),
     # -- outbox
     Spec(

@@ -2,7 +2,7 @@
 
 ``templates`` compiles the template language, ``catalog`` merges and holds the compiled templates,
 ``factory`` makes events from them, ``wire`` is the event's format and encoding, and ``grounding`` fits an
-event to the world (auditgen.world) when the service has one (AUDITGEN_WORLD=true).
+event to the world (auditgen.world) when the service has one (AUDITGEN_WORLD, on by default).
 """
 
 from auditgen.events.catalog import Catalog, builtin_data

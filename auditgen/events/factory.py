@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from auditgen.events.catalog import Catalog
 from auditgen.events.grounding import AUDIT_FIELDS, REPLACED, Fit, Grounding
-from auditgen.events.stamps import WallStamps, stamp
+from auditgen.events.stamps import WallStamps, seconds, stamp
 from auditgen.events.templates import Template, is_scalar, random_uuid
 from auditgen.events.wire import KNOWN_FIELDS, SOURCE_API, SOURCE_GENERATED
 from auditgen.world.model import World
@@ -91,7 +92,7 @@ class EventFactory:
         self._rng = rng if rng is not None else random.Random()
         self._stamp: Callable[[], str] = WallStamps() if now is None else _Stamps(now)
         if grounding is None and world is not None:
-            grounding = Grounding(world, catalog.pools)
+            grounding = Grounding(world, catalog.pools, time.time if now is None else lambda: seconds(now()))
         self.grounding = grounding
         """The stream's fit to its world (its ledger of accounts and session numbers), if it has one."""
         self._host_pools = _standing_in(catalog, WORLD_HOST_POOLS)

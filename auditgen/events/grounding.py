@@ -18,12 +18,14 @@ import functools
 import ipaddress
 import operator
 import random
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
+from auditgen.world.hours import Duty
 from auditgen.world.model import UNSET_ID, Account, Host, Profile, World
 
 # auditd's executable for each kind of event (the record type in the comment; see docs/world.md).
@@ -94,6 +96,7 @@ _SERVICE_RECORD = {
 # SERVICE_START and SERVICE_STOP: systemd's record, the same for every service event but its result.
 _SERVICE_DONE: Mapping[str, Any] = MappingProxyType({**_SERVICE_RECORD, "res": "success"})
 _SERVICE_FAILED: Mapping[str, Any] = MappingProxyType({**_SERVICE_RECORD, "res": "failed"})
+_TEAMS = {"admin": "ops", "developer": "dev"}  # the team whose people hold accounts in the role
 _DRAWS = 8  # tries at a host with the account an event needs before taking any host
 # The accounts of a host in each role an event may need: "admin" (may sudo, not root), "developer", "login".
 _ROLES: Mapping[str, Callable[[Host], tuple[Account, ...]]] = {
@@ -196,8 +199,12 @@ def _groups(profile: Profile, admins: bool) -> tuple[str, ...]:
 class Grounding:
     """Fits the events of one stream to a world; holds the stream's ledger (accounts, session numbers)."""
 
-    def __init__(self, world: World, pools: Mapping[str, tuple[Any, ...]]) -> None:
+    def __init__(
+        self, world: World, pools: Mapping[str, tuple[Any, ...]], clock: Callable[[], float] = time.time
+    ) -> None:
+        """clock: the events' time in seconds since the epoch, which says who is at work."""
         self.world = world
+        self.duty = Duty(world.people, clock)
         self._hosts = world.hosts
         self._new_names = tuple(n for n in pools.get("new_accounts", ()) if isinstance(n, str)) or (
             "frank",
@@ -210,6 +217,8 @@ class Grounding:
         self._plain_created: deque[tuple[str, str]] = deque()
         self._ses: dict[str, int] = {}
         self._by_user: dict[str, tuple[Host, ...]] | None = None
+        self._working_off: frozenset[str] | None = None  # the duty these lists of people at work are for
+        self._working: dict[str, tuple[str, ...]] = {}  # role -> names of the people at work who have it
         self._people = {p.name: p for p in world.people}
 
     # -- the ledger ----------------------------------------------------------------------------------
@@ -257,16 +266,20 @@ class Grounding:
 
     def host_for(self, user: str, rng: random.Random) -> Host | None:
         """A host where the user has an account (None if it has none in the world)."""
+        hosts = self._hosts_by_user().get(user)
+        if hosts:
+            return _one(rng, hosts)
+        return _one(rng, self._hosts) if user == "root" else None
+
+    def _hosts_by_user(self) -> Mapping[str, tuple[Host, ...]]:
+        """The hosts each account name is on, indexed on first use."""
         if self._by_user is None:
             by_user: dict[str, list[Host]] = {}
             for host in self._hosts:
                 for account in host.accounts:
                     by_user.setdefault(account.name, []).append(host)
             self._by_user = {name: tuple(hosts) for name, hosts in by_user.items()}
-        hosts = self._by_user.get(user)
-        if hosts:
-            return _one(rng, hosts)
-        return _one(rng, self._hosts) if user == "root" else None
+        return self._by_user
 
     def attacker(self, host: Host, rng: random.Random) -> tuple[str, str]:
         """A dictionary name that does not exist on the host, and an outside address it comes from."""
@@ -291,15 +304,27 @@ class Grounding:
         return f"10.99.12.{200 + zlib.crc32(user.encode()) % 50}"
 
     def pick(self, rng: random.Random, want: str) -> tuple[Host, Account]:
-        """A host and an account on it in the role: "admin" (may sudo, not root), "developer", "login"."""
+        """A host and an account on it in the role: "admin" (may sudo, not root), "developer", "login";
+        a person at work now where one is found, else someone on call."""
         hosts = self._hosts
         role = _ROLES[want]
         random_ = rng.random
+        off = self.duty.off()
+        on_call: tuple[Host, Account] | None = None
         for _ in range(_DRAWS):
             host = hosts[int(random_() * len(hosts))]
             candidates = role(host)
             if candidates:
-                return host, candidates[int(random_() * len(candidates))]
+                account = candidates[int(random_() * len(candidates))]
+                if account.name not in off:
+                    return host, account
+                on_call = on_call or (host, account)
+        # Few people at work (a quiet hour): look for one of them rather than for their hosts.
+        working = self._at_work(rng, want)
+        if working is not None:
+            return working
+        if on_call is not None:  # nobody at work has such an account: someone on call
+            return on_call
         for host in hosts:
             candidates = self._role(host, want)
             if candidates:
@@ -307,6 +332,37 @@ class Grounding:
         root = host.account("root")
         assert root is not None
         return host, root
+
+    def _at_work(self, rng: random.Random, want: str) -> tuple[Host, Account] | None:
+        """A person at work now with an account in the role, on one of their hosts (None: nobody)."""
+        off = self.duty.off()
+        if off is not self._working_off:
+            self._working_off = off
+            self._working = {}
+        names = self._working.get(want)
+        if names is None:
+            by_user = self._hosts_by_user()
+            team = _TEAMS.get(want)
+            names = self._working[want] = tuple(
+                p.name
+                for p in self.world.people
+                if p.name not in off and p.name in by_user and (team is None or p.team == team)
+            )
+        role = _ROLES[want]
+        for _ in range(_DRAWS if names else 0):
+            name = _one(rng, names)
+            host = _one(rng, self._hosts_by_user()[name])
+            account = self.account(host, name)
+            if account is not None and account in role(host):
+                return host, account
+        return None
+
+    def _someone(self, accounts: Sequence[Account], rng: random.Random) -> Account | None:
+        """One of the accounts: a person at work now if any of them is (None: no accounts)."""
+        if not accounts:
+            return None
+        off = self.duty.off()
+        return _one(rng, [a for a in accounts if a.name not in off] or accounts)
 
     @staticmethod
     def _role(host: Host, want: str) -> tuple[Account, ...]:
@@ -361,8 +417,7 @@ class Grounding:
         if host is None:
             host, account = self.pick(rng, want)
         elif user_name is None:
-            candidates = self._role(host, want)
-            account = _one(rng, candidates) if candidates else host.account("root")
+            account = self._someone(self._role(host, want), rng) or host.account("root")
         name = user_name if user_name is not None else account.name if account is not None else "root"
         if account is None:
             account = self.account(host, name)
@@ -392,6 +447,9 @@ class Grounding:
         reason = drawn.get("reason")
         protocol = drawn.get("protocol", "ssh")
         details: dict[str, Any] = {}
+        if host is None and user_name is None and reason != "unknown_user":
+            host, mistyped = self.pick(rng, "login")  # a person at work mistypes, where one is
+            user_name = mistyped.name
         if host is None:
             host = self.host_for(user_name, rng) if user_name is not None else None
             if host is None:
@@ -403,8 +461,8 @@ class Grounding:
             if protocol != "console" and "ip_address" not in given:
                 details["ip_address"] = address
         elif user_name is None:
-            candidates = host.logins
-            user_name = _one(rng, candidates).name if candidates else "root"
+            someone = self._someone(host.logins, rng)
+            user_name = someone.name if someone is not None else "root"
         exists = self.account(host, user_name) is not None
         if "reason" in drawn:
             if not exists:

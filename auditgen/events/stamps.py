@@ -20,6 +20,11 @@ def stamp(now: datetime) -> str:
     return now.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def seconds(now: datetime) -> float:
+    """Seconds since the epoch of a datetime read as stamp() reads it (a naive one as UTC)."""
+    return (now if now.tzinfo is not None else now.replace(tzinfo=UTC)).timestamp()
+
+
 class WallStamps:
     """The wall clock's stamps; `clock` gives nanoseconds since the epoch (time.time_ns, or a test's)."""
 

@@ -1,6 +1,6 @@
 """Print a world: ``python -m auditgen.world [--seed S] [--hosts N] [--people N] [--file F] [--yaml]``.
 
-The same world the service builds with AUDITGEN_WORLD=true from the same settings (AUDITGEN_SEED,
+The same world the service builds (AUDITGEN_WORLD, on by default) from the same settings (AUDITGEN_SEED,
 AUDITGEN_WORLD_HOSTS, AUDITGEN_WORLD_PEOPLE, AUDITGEN_WORLD_FILE), in the world file format: edit it and
 load it back with AUDITGEN_WORLD_FILE.
 """
