@@ -164,7 +164,6 @@ class Handover:
         self._followers.append(follower)
 
 
-
 class Tracker:
     """Tracks runs, matches alerts to them and gives verdicts on the clock."""
 
