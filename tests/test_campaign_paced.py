@@ -9,7 +9,11 @@ import itertools
 from pathlib import Path
 
 import pytest
+from twisted.internet.testing import MemoryReactorClock
 
+from auditgen import app
+from auditgen.config import load_settings
+from auditgen.events import Catalog
 from auditgen.verdicts.campaigns import Campaign
 from auditgen.verdicts.verdicts import TrackedRun
 from tests.support.verdicts import ScoredPipeline
@@ -177,3 +181,12 @@ def test_with_a_store_a_paced_run_goes_on_after_a_restart_and_is_scored_as_one(t
     arrived = [e["event_id"] for _, e in first.arrivals + second.arrivals]
     assert arrived == list(event_ids)
     second.stop()
+
+
+def test_in_the_service_the_verdicts_start_before_the_scenario_runner() -> None:
+    """The tree starts the verdict service before the runner (and stops it after): the paced runs the
+    runner resumes are followed by their verdicts from their first event on."""
+    root = app.build(load_settings({}, {}, {}), Catalog.builtin(), MemoryReactorClock())
+    assert root.parts is not None
+    children = list(root)
+    assert children.index(root.parts.verdicts) < children.index(root.parts.scenarios)
