@@ -44,7 +44,8 @@ from auditgen.validation import (
     parse_strict,
 )
 from auditgen.verdicts.campaigns import campaign_schemas
-from auditgen.verdicts.starter import campaign_parameters
+from auditgen.verdicts.starter import PacedRun, campaign_parameters, pace
+from auditgen.verdicts.verdicts import Handover, ScenarioRun
 from auditgen.world.files import to_data
 
 BULK_IDS_LISTED = 1_000  # up to this many, a bulk answer lists every event_id; above, the first and last
@@ -59,8 +60,9 @@ class Mounted(Protocol):
     def resource(self, request: IRequest) -> IResource:
         """What answers this request, whose path after the mount point is request.postpath."""
 
-    def track(self, run: Run, confirmations: Mapping[str, Deferred[Any] | None]) -> None:
-        """Score a scenario run the API started (its events were accepted)."""
+    def track(self, run: ScenarioRun, confirmations: Mapping[str, Deferred[Any] | None] | Handover) -> None:
+        """Score a scenario run the API started: an instant one's events were accepted, with their
+        confirms; a paced one's schedule started, its Handover tells of each event as it is accepted."""
 
     def routes(self, path: str, method: str) -> bool:
         """Whether one of its routes takes this path (from the API's root) and method."""
@@ -366,7 +368,9 @@ class AuditAPI:
         if self._scenarios.full:
             return _full(request, "ground-truth outbox full")
         if delivery == "paced":
-            tracked = self._scenarios.pace(plan)
+            tracked, handover = pace(self._scenarios, plan)
+            if self._verdicts is not None:
+                self._verdicts.track(PacedRun(plan), handover)
             answer = {
                 "status": "scheduled",
                 **self._run_answer(plan, "paced"),

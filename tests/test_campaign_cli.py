@@ -84,6 +84,39 @@ def test_body_from_file_and_arguments(tmp_path: Path) -> None:
         cli.campaign_body(cli.parse_args(["brute_force=many"]))
 
 
+def test_an_argument_may_name_a_delivery_and_a_file_entry_keeps_its_own(tmp_path: Path) -> None:
+    """SCENARIO:paced, SCENARIO=COUNT:instant add the delivery to the entry; none leaves the scenario's
+    own; a file's entries keep theirs; any other delivery is a usage error."""
+    (tmp_path / "c.yaml").write_text(
+        "scenarios:\n  - {name: failed_logins_spread_out, delivery: instant, parameters: {attempts: 3}}\n"
+    )
+    args = cli.parse_args(
+        ["--file", str(tmp_path / "c.yaml"), "brute_force:paced", "failed_logins_spread_out=2:instant", "x"]
+    )
+    assert cli.campaign_body(args)["scenarios"] == [
+        {"name": "failed_logins_spread_out", "delivery": "instant", "parameters": {"attempts": 3}},
+        {"name": "brute_force", "count": 1, "delivery": "paced"},
+        {"name": "failed_logins_spread_out", "count": 2, "delivery": "instant"},
+        {"name": "x", "count": 1},
+    ]
+    for bad in ("brute_force:slow", "brute_force:", "brute_force=2:paced:paced", ":paced"):
+        with pytest.raises(ValueError, match=":instant or :paced"):
+            cli.campaign_body(cli.parse_args([bad]))
+
+
+def test_progress_counts_paced_runs_under_way_and_the_time_left_to_their_end() -> None:
+    """A paced run sent whose events are not all out is counted as under way; the time left is the
+    service's (to the paced run's end plus the timeout)."""
+    running = campaign("running", None, pending=1)
+    running["time_left_seconds"] = 250.0
+    running["runs"][1].update({"sent": True, "delivery": "paced", "events": 4, "events_confirmed": 1})
+    assert (
+        cli.progress_line(running) == "2/2 runs sent (1 paced, under way), 1/2 verdicts in, about 250 s left"
+    )
+    running["runs"][1]["events_confirmed"] = 4
+    assert cli.progress_line(running) == "2/2 runs sent, 1/2 verdicts in, about 250 s left"
+
+
 def test_scorecard_has_a_row_per_scenario_the_total_and_each_failure() -> None:
     """The table shows counts, rate and time to detect; runs not as expected are listed by id."""
     table = cli.scorecard(campaign())

@@ -4,7 +4,6 @@ the state, the summary (rates and percentiles), and JUnit XML."""
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from typing import Any
 from xml.etree import ElementTree
 
@@ -14,7 +13,7 @@ from twisted.internet.task import Clock
 from auditgen.events import Catalog
 from auditgen.metrics import Metrics
 from auditgen.outbox import Outbox
-from auditgen.scenarios import ScenarioRunner
+from auditgen.scenarios import Run, ScenarioRunner
 from auditgen.validation import BadRequest
 from auditgen.verdicts.campaigns import (
     Busy,
@@ -24,8 +23,8 @@ from auditgen.verdicts.campaigns import (
     percentile,
 )
 from auditgen.verdicts.junit import junit_xml
-from auditgen.verdicts.starter import OutboxStarter
-from auditgen.verdicts.verdicts import Tracker
+from auditgen.verdicts.starter import OutboxStarter, PacedRun
+from auditgen.verdicts.verdicts import Handover, Tracker
 from tests.support.verdicts import FakeStarter
 
 
@@ -206,12 +205,13 @@ def test_junit_has_a_case_per_run_and_failures_for_missed_and_false_alarm() -> N
     assert cases[4].find("skipped") is not None
 
 
-def test_outbox_starter_sends_todays_scenarios_and_refuses_paced() -> None:
-    """The starter over today's runner: a run's events go to the outbox as one, the run is reported; paced
-    delivery and unknown scenarios are bad requests; a full outbox is Busy."""
+def test_outbox_starter_runs_each_entry_in_its_delivery() -> None:
+    """The starter over the runner: an entry's delivery is its scenario's unless the entry names one. An
+    instant run's events go to the outbox as one and the run is reported, its Handover complete; a paced
+    run starts its schedule (one event now) with a Handover that knows when it ends. Unknown scenarios,
+    delivery among the parameters and paced without a clock are bad requests; a full outbox is Busy."""
     clock = Clock()
-    metrics = Metrics()
-    outbox = Outbox(8, metrics, clock)
+    outbox = Outbox(8, Metrics(), clock)
     reported: list[str] = []
 
     class Reporter:
@@ -220,15 +220,32 @@ def test_outbox_starter_sends_todays_scenarios_and_refuses_paced() -> None:
         def report(self, run: Any) -> None:
             reported.append(run.scenario_id)
 
-    starter = OutboxStarter(ScenarioRunner(Catalog.builtin(), random.Random(1), Reporter()), outbox)
-    run = starter.prepare(RunSpec("brute_force", {"attempts": 5}))
-    with pytest.raises(BadRequest, match="paced delivery"):
-        starter.prepare(RunSpec("brute_force", delivery="paced"))
+    runner = ScenarioRunner(Catalog.builtin(), random.Random(1), Reporter(), clock=clock, outbox=outbox)
+    starter = OutboxStarter(runner, outbox)
+    instant = starter.prepare(RunSpec("brute_force", {"attempts": 5}))
+    assert isinstance(instant, Run)
+    assert isinstance(starter.prepare(RunSpec("brute_force", delivery="paced")), PacedRun)
+    assert isinstance(starter.prepare(RunSpec("failed_logins_spread_out")), PacedRun)
+    assert isinstance(starter.prepare(RunSpec("failed_logins_spread_out", delivery="instant")), Run)
     with pytest.raises(BadRequest, match="no scenario"):
         starter.prepare(RunSpec("nope"))
-    confirmations: list[Mapping[str, Any]] = []
-    starter.send(run).addCallback(confirmations.append)
-    assert (len(outbox), reported) == (5, [run.scenario_id])
-    assert set(confirmations[0]) == set(run.expected["event_ids"])
+    with pytest.raises(BadRequest, match="delivery goes beside the parameters"):
+        starter.prepare(RunSpec("brute_force", {"delivery": "paced"}))
+    clockless = OutboxStarter(ScenarioRunner(Catalog.builtin(), random.Random(1)), outbox)
+    with pytest.raises(BadRequest, match="failed_logins_spread_out: delivery paced is not available here"):
+        clockless.prepare(RunSpec("failed_logins_spread_out"))
+
+    handovers: list[Handover] = []
+    starter.send(instant).addCallback(handovers.append)
+    assert (len(outbox), reported) == (5, [instant.scenario_id])
+    assert (set(handovers[0].accepted), handovers[0].paced) == (set(instant.expected["event_ids"]), False)
+    paced = starter.prepare(RunSpec("brute_force", {"attempts": 4, "window_seconds": 30}, "paced"))
+    starter.send(paced).addCallback(handovers.append)
+    assert len(outbox) == 6 and list(handovers[1].accepted) == paced.expected["event_ids"][:1]
+    assert handovers[1].ends is not None and 15 <= handovers[1].ends - clock.seconds() <= 30
     with pytest.raises(Busy):
         starter.send(starter.prepare(RunSpec("brute_force", {"attempts": 5})))
+    clock.advance(30)
+    assert len(outbox) == 8 and list(handovers[1].accepted) == paced.expected["event_ids"][:3]
+    with pytest.raises(Busy):  # full: a paced run would only wait for room
+        starter.send(starter.prepare(RunSpec("failed_logins_spread_out")))

@@ -275,3 +275,64 @@ def test_with_a_store_a_stopped_paced_run_resumes_at_the_next_start_and_says_it_
     assert run.expected["outcome"] == "quiet"
     assert run.expected["event_ids"] == [e["event_id"] for e in plan.events]
     assert store.load() == []
+
+
+def test_a_follower_is_told_of_each_paced_event_as_it_is_accepted() -> None:
+    """pace(follow=...) tells the follower each event's id and confirm Deferred when it is accepted (the
+    first at once), in order, and not before: what scores a paced run waits on these."""
+    p = Pipeline(consume=False)
+    plan, _ = p.runner.plan("failed_logins_spread_out", {"attempts": 3, "gap_seconds": 10})
+    told: list[tuple[str, Any]] = []
+    p.runner.pace(plan, follow=lambda event_id, confirmed: told.append((event_id, confirmed)))
+    ids = [e["event_id"] for e in plan.events]
+    assert [i for i, _ in told] == ids[:1]
+    confirmed: list[bool] = []
+    told[0][1].addCallback(lambda _: confirmed.append(True))
+    entry = p.outbox.take()
+    assert entry is not None and confirmed == []
+    p.outbox.settle(entry)
+    assert confirmed == [True]
+    for n in (2, 3):
+        [due] = p.clock.getDelayedCalls()
+        p.clock.advance(due.getTime() - p.clock.seconds() - 0.001)
+        assert len(told) == n - 1, "not before it is due"
+        p.clock.advance(0.001)
+        assert [i for i, _ in told] == ids[:n]
+    assert all(d is not None for _, d in told)
+
+
+def test_stored_runs_can_be_followed_before_the_runner_starts(tmp_path: Path) -> None:
+    """resuming() reads the stored paced runs (shifted by the downtime) before start, once: a follower
+    set then is told of every event handed over after the start, and of none before."""
+    store = RunStore(str(tmp_path / "spool" / "scenario-runs.json"))
+    first = Pipeline(store=store)
+    plan, _ = first.runner.plan("failed_logins_spread_out", {"attempts": 3, "gap_seconds": 10})
+    first.runner.pace(plan)
+    first.runner.stopService()
+    first.clock.advance(50)
+    clock = first.clock
+    without_store = ScenarioRunner(
+        Catalog.builtin(), random.Random(2), Reports(), clock=clock, outbox=Outbox(10, Metrics(), clock)
+    )
+    runner = ScenarioRunner(
+        Catalog.builtin(),
+        random.Random(2),
+        Reports(),
+        clock=clock,
+        outbox=Outbox(10, Metrics(), clock),
+        store=store,
+    )
+    assert without_store.resuming() == {}
+    resuming = runner.resuming()
+    assert list(resuming) == [plan.scenario_id] and runner.resuming() is resuming
+    tracked = resuming[plan.scenario_id]
+    assert (tracked.accepted, tracked.interrupted_seconds) == (1, 50)
+    told: list[str] = []
+    tracked.follow(lambda event_id, _: told.append(event_id))
+    assert told == [] and not clock.getDelayedCalls()
+    runner.startService()
+    while clock.getDelayedCalls():
+        [due] = clock.getDelayedCalls()
+        clock.advance(due.getTime() - clock.seconds())
+    assert told == [e["event_id"] for e in plan.events][1:]
+    assert store.load() == [] and runner.resuming() == {}

@@ -1,6 +1,8 @@
 """The whole loop over the real broker: auditgen publishes a campaign's events, a stand-in for the
 platform's analysis service raises alerts on its queue, the alerts consumer records them, and
-auditgen-campaign (a process of its own, over HTTP) scores the campaign and exits non-zero for the miss."""
+auditgen-campaign (a process of its own, over HTTP) scores the campaign and exits non-zero for the miss.
+The stand-in's failed-login rule counts 3 within 1 s here (the platform's: within 60 s), so that a paced
+near miss, failures 1.5 s or more apart, takes seconds rather than minutes."""
 
 from __future__ import annotations
 
@@ -39,6 +41,13 @@ CLI = str(Path(sys.executable).parent / "auditgen-campaign")
 # Until scenarios as data bring real near misses (issue 13), a run of a scenario the analysis service has
 # no rule for stands in for one: the campaign marks it `expect: quiet`.
 NEAR_MISS = {"name": "off_hours_admin", "expect": "quiet"}
+RULE_WINDOW = 1.0  # seconds: the stand-in's failed-login window
+# Paced by its file: 3 failures for a user of its own, each 1.5 to 2.25 s after the one before (sent at once,
+# they would trip the rule: a false alarm).
+PACED_NEAR_MISS = {
+    "name": "failed_logins_spread_out",
+    "parameters": {"attempts": 3, "gap_seconds": 1.5, "user": "spread-out-tester"},
+}
 CAMPAIGN = {
     "detection_timeout_seconds": 3,
     "scenarios": [
@@ -46,6 +55,7 @@ CAMPAIGN = {
         {"name": "sensitive_file_tamper", "parameters": {"path": "/etc/shadow"}},
         NEAR_MISS,
         {"name": "service_flapping"},  # no rule there: missed
+        PACED_NEAR_MISS,
     ],
 }
 
@@ -62,8 +72,8 @@ async def test_a_campaign_is_scored_from_the_pipelines_alerts(
     queue_name: str, alerts_queue: str, tmp_path: Path
 ) -> None:
     """brute_force and sensitive_file_tamper are detected (time to detect within the timeout), the near
-    miss stays quiet, service_flapping is missed; the CLI writes JSON and JUnit and exits 1; every alert
-    was acknowledged."""
+    miss and the paced near miss stay quiet (the paced one judged only after its last failure), and
+    service_flapping is missed; the CLI writes JSON and JUnit and exits 1; every alert was acknowledged."""
     from auditgen.web import AuditAPI
 
     metrics = Metrics()
@@ -72,14 +82,14 @@ async def test_a_campaign_is_scored_from_the_pipelines_alerts(
         reactor, Broker(BROKER_HOST, BROKER_PORT, "guest", "guest", "/"), queue_name, outbox, metrics,
         backoff=Backoff(base=0.05, cap=0.2),
     )  # fmt: skip
-    runner = ScenarioRunner(Catalog.builtin(), random.Random(3))
+    runner = ScenarioRunner(Catalog.builtin(), random.Random(3), clock=reactor, outbox=outbox)
     tracker = Tracker(reactor, metrics=metrics, timeout=60.0)
     campaigns = Campaigns(reactor, tracker, OutboxStarter(runner, outbox))
     api = AuditAPI(
         EventFactory(Catalog.builtin()), outbox, Health(), metrics.registry, reactor, scenarios=runner,
         verdicts=VerdictRoutes(tracker, campaigns, reactor),
     )  # fmt: skip
-    analysis = AnalysisService(reactor, BROKER_HOST, BROKER_PORT, queue_name, alerts_queue)
+    analysis = AnalysisService(reactor, BROKER_HOST, BROKER_PORT, queue_name, alerts_queue, RULE_WINDOW)
     consumer = AlertConsumer(tracker, queue=alerts_queue, metrics=metrics)
     await analysis.start()
     conn, channel = await open_channel(reactor, BROKER_HOST, BROKER_PORT)
@@ -103,9 +113,12 @@ async def test_a_campaign_is_scored_from_the_pipelines_alerts(
             ("sensitive_file_tamper", "detected"),
             ("off_hours_admin", "quiet"),
             ("service_flapping", "missed"),
+            ("failed_logins_spread_out", "quiet"),
         ]
         for run in campaign["runs"][:2]:
             assert 0 <= run["time_to_detect_seconds"] < 3
+        paced = campaign["runs"][4]
+        assert (paced["delivery"], paced["events"], paced["events_confirmed"]) == ("paced", 3, 3)
         assert "MISSED: service_flapping" in result.stdout
         assert ElementTree.parse(tmp_path / "out.xml").getroot().get("failures") == "1"
         assert campaign["unexpected_alerts"]["count"] == 0

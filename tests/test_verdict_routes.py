@@ -46,8 +46,9 @@ class Api:
         self.clock = Clock()
         metrics = Metrics()
         self.outbox = Outbox(1000, metrics, self.clock)
-        runner = ScenarioRunner(Catalog.builtin(), random.Random(7))
+        runner = ScenarioRunner(Catalog.builtin(), random.Random(7), clock=self.clock, outbox=self.outbox)
         self.tracker = Tracker(self.clock, metrics=metrics, timeout=30.0)
+        self.runner = runner
         self.campaigns = Campaigns(self.clock, self.tracker, OutboxStarter(runner, self.outbox))
         routes = VerdictRoutes(
             self.tracker, self.campaigns, self.clock, max_body_bytes=max_body_bytes, closing=lambda: closing
@@ -219,27 +220,106 @@ def test_runs_started_by_post_scenarios_are_scored() -> None:
     assert tracked.verdict == "missed"
 
 
+def test_paced_runs_started_by_post_scenarios_are_scored_after_their_schedule() -> None:
+    """POST /scenarios/{name} with paced delivery hands its run to the tracker too: pending until its
+    last event is confirmed, then decided at that plus the timeout (30 s here)."""
+    api = Api()
+    code, answer, _ = api.call(
+        "POST", "/scenarios/failed_logins_spread_out", {"attempts": 2, "gap_seconds": 10}
+    )
+    assert (code, answer["status"], answer["delivery"]) == (202, "scheduled", "paced")
+    tracked = api.tracker.run(answer["scenario_id"])
+    assert tracked is not None and (tracked.delivery, tracked.expect) == ("paced", "quiet")
+    api.confirm_all()
+    api.clock.advance(15.0)  # the second failure is due within 10 to 15 s
+    assert tracked.finished is None
+    api.confirm_all()
+    assert tracked.finished == 15.0
+    api.clock.advance(29.9)
+    assert tracked.verdict == "pending"
+    api.clock.advance(0.1)
+    assert tracked.verdict == "quiet"
+
+
+@pytest.mark.parametrize(
+    ("entry", "delivery"),
+    [
+        ({"name": "failed_logins_spread_out"}, "paced"),  # its file's delivery
+        ({"name": "failed_logins_spread_out", "delivery": "instant"}, "instant"),
+        ({"name": "brute_force", "delivery": "paced"}, "paced"),
+        ({"name": "brute_force"}, "instant"),
+    ],
+)
+def test_a_campaign_entry_is_run_in_its_delivery(entry: dict[str, Any], delivery: str) -> None:
+    """An entry's delivery is its scenario's unless it names one: the campaign answers 202 and shows the
+    run in that delivery (a paced one with when its last event is due) as the document says."""
+    api = Api()
+    code, started, _ = api.call("POST", "/campaigns", {"scenarios": [entry]})
+    assert code == 202, started
+    api.clock.advance(0)
+    shown = api.call("GET", f"/campaigns/{started['campaign_id']}")[1]
+    assert_documented(shown, "Campaign")
+    [run] = shown["runs"]
+    assert (run["sent"], run["delivery"], run["ends_at"] is not None) == (True, delivery, delivery == "paced")
+    assert shown["time_left_seconds"] is not None or delivery == "instant"
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        (
+            {"name": "brute_force", "delivery": "slow"},
+            "scenarios[1].delivery must be instant or paced, not 'slow'",
+        ),
+        (
+            {"name": "brute_force", "delivery": None},
+            "scenarios[1].delivery must be instant or paced, not None",
+        ),
+        ({"name": "brute_force", "delivery": ["paced"]}, "scenarios[1].delivery must be instant or paced"),
+        (
+            {"name": "brute_force", "parameters": {"delivery": "paced"}},
+            "brute_force: delivery goes beside the parameters, not among them",
+        ),
+        (
+            {"name": "failed_logins_spread_out", "parameters": {"gap_seconds": 0.5}},
+            "failed_logins_spread_out: gap_seconds must be",
+        ),
+    ],
+)
+def test_a_bad_delivery_is_a_400_and_starts_nothing(entry: dict[str, Any], error: str) -> None:
+    """A delivery other than instant or paced, or one given among the parameters, is a 400 naming it;
+    nothing is sent."""
+    api = Api()
+    code, body, _ = api.call("POST", "/campaigns", {"scenarios": [{"name": "brute_force"}, entry]})
+    assert (code, error in body["error"]) == (400, True), body
+    api.clock.advance(60)
+    assert len(api.outbox) == 0 and list(api.campaigns) == []
+
+
 def test_the_served_document_takes_exactly_the_campaigns_the_service_starts() -> None:
-    """With scenarios, the document's CampaignRequest names only them, with their parameters and today's
-    one delivery: what it accepts starts, what it refuses is refused."""
-    runner = ScenarioRunner(Catalog.builtin(), random.Random(1))
-    components = openapi_document(runner)["components"]
+    """With scenarios, the document's CampaignRequest names every one of them (the paced ones too), with
+    their parameters and either delivery: what it accepts starts, what it refuses is refused."""
+    api = Api()
+    components = openapi_document(api.runner)["components"]
     schema = {"$ref": "#/components/schemas/CampaignRequest", "components": components}
     good = [
         {"scenarios": {"brute_force": 2}},
+        {"scenarios": {"failed_logins_spread_out": 1}},
         {
             "scenarios": [
-                {"name": "brute_force", "parameters": {"attempts": 5}, "expect": "quiet", "count": 50}
+                {"name": "brute_force", "parameters": {"attempts": 5}, "expect": "quiet", "count": 50},
+                {"name": "brute_force", "delivery": "paced"},
+                {"name": "failed_logins_spread_out", "delivery": "instant", "parameters": {"attempts": 3}},
             ]
         },
     ]
     bad = [
         {"scenarios": {"nope": 1}},
         {"scenarios": [{"name": "brute_force", "parameters": {"attempts": 1}}]},
-        {"scenarios": [{"name": "brute_force", "delivery": "paced"}]},
+        {"scenarios": [{"name": "brute_force", "delivery": "slow"}]},
+        {"scenarios": [{"name": "brute_force", "parameters": {"delivery": "paced"}}]},
         {"scenarios": {"brute_force": 51}},
     ]
-    api = Api()
     for body in good:
         jsonschema.validate(body, schema)
         assert api.call("POST", "/campaigns", body)[0] == 202

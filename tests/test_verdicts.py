@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 
 from auditgen.metrics import Metrics
 from auditgen.verdicts.alerts import AlertFormat, parse_key_fields
-from auditgen.verdicts.verdicts import Tracker, expectation
+from auditgen.verdicts.verdicts import Handover, Tracker, expectation
 from tests.support.verdicts import FakeRun, platform_alert
 
 KEYS = parse_key_fields("user_id=triggered_by.actor_id,server_hostname=impacted_resource.server_hostname")
@@ -246,3 +246,50 @@ def test_listeners_hear_every_verdict_and_stop_cancels_deadlines() -> None:
     t.stop()
     assert heard == ["missed"]
     assert clock.getDelayedCalls() == []
+
+
+def test_a_paced_handover_is_finished_only_once_its_last_event_is_accepted_and_confirmed() -> None:
+    """Tracked with a paced Handover, a run counts an event only once the handover says it was accepted:
+    with two of three confirmed it is unfinished and undecided however long it takes; the third's
+    confirm finishes it, and the timeout counts from then. The run shows its delivery and end."""
+    clock = Clock()
+    t, _ = tracker(clock)
+    run = FakeRun(events=3)
+    handover = Handover(ends=200.0)
+    confirms = [Deferred[Any]() for _ in run.event_ids]
+    handover.accept(run.event_ids[0], confirms[0])  # before tracking: replayed to the tracker
+    tracked = t.track(run, handover)
+    assert (tracked.delivery, tracked.ends, tracked.expected_deadline(0.0)) == ("paced", 200.0, 260.0)
+    confirms[0].callback(None)
+    clock.advance(100)
+    handover.accept(run.event_ids[1], None)  # None: confirmed when accepted
+    clock.advance(150)
+    assert (tracked.finished, tracked.verdict, len(tracked.confirmed)) == (None, "pending", 2)
+    assert tracked.expected_deadline(clock.seconds()) == 310.0  # later than planned: from now
+    handover.accept(run.event_ids[2], confirms[2])
+    clock.advance(5)
+    confirms[2].callback(None)
+    assert tracked.finished == 255.0
+    clock.advance(59.9)
+    assert tracked.verdict == "pending"
+    clock.advance(0.1)
+    assert tracked.verdict == "missed"
+
+
+def test_an_alert_matched_by_keys_mid_run_is_timed_from_the_last_event_confirmed_before_it() -> None:
+    """An alert naming no event, matched by keys while a paced run is under way, is timed from the run's
+    last event confirmed before it arrived (not from events that came after it)."""
+    clock = Clock()
+    t, _ = tracker(clock)
+    run = FakeRun(events=3)
+    handover = Handover(ends=100.0)
+    tracked = t.track(run, handover)
+    handover.accept(run.event_ids[0], None)
+    clock.advance(10)
+    handover.accept(run.event_ids[1], None)
+    clock.advance(2)
+    alert = {"triggered_by": {"actor_id": "mallory"}, "impacted_resource": {"server_hostname": "web-01"}}
+    assert t.receive(alert, "http")["matched"] == 1
+    clock.advance(88)
+    handover.accept(run.event_ids[2], None)
+    assert (tracked.verdict, tracked.time_to_detect) == ("detected", 2.0)

@@ -7,6 +7,11 @@ spool) full waits and is offered again; later ones wait behind it. The ground-tr
 when the last event is accepted. At shutdown a paced run's remaining events are handed over at once (and
 kept in the spool like every accepted event), unless a RunStore keeps the schedule to resume after a
 restart; the record then says for how long the run was interrupted.
+
+Whoever needs each event as it is accepted (the verdicts: a paced run is not finished before its last
+event is confirmed) follows the run: told each event's id and confirm Deferred as it is accepted. Runs a
+stop left in the store can be read back (`resuming`) before the runner starts, so that their followers
+are in place before the first event goes on.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from auditgen.scenarios.engine import (
 )
 
 RETRY_SECONDS = 1.0  # a paced event the outbox could not take is offered again after this
+Follower = Callable[[str, Deferred[None] | None], None]  # an accepted event's id and confirm Deferred
 RUN_STORE_FILE = "scenario-runs.json"  # in the spool directory: paced runs a stop left unfinished
 KEPT_RUNS = 1000  # GET /scenarios/runs/{id} answers for this many of the latest runs
 
@@ -74,6 +80,11 @@ class Tracked:
     interrupted_seconds: float = 0.0
     stopped_at: float | None = None  # set while interrupted
     flushed: int = 0  # at shutdown: events up to this one were handed over at once
+    followers: list[Follower] = field(default_factory=list, repr=False)  # not stored: they follow again
+
+    def follow(self, follower: Follower) -> None:
+        """Tell follower of every event accepted from now on (its id and its confirm Deferred)."""
+        self.followers.append(follower)
 
     @property
     def state(self) -> str:
@@ -195,6 +206,7 @@ class ScenarioRunner(Service):
         self._stopped = False  # stopService ran: paced runs are stored, or hand over what remains at once
         self._store = store
         self._storing: dict[str, Deferred[Entry]] = {}  # a paced event being stored, per run
+        self._resuming: dict[str, Tracked] | None = None  # read from the store, not yet started again
 
     @property
     def scenarios(self) -> tuple[Scenario, ...]:
@@ -269,10 +281,13 @@ class ScenarioRunner(Service):
 
     # -- paced delivery ----------------------------------------------------------------------------
 
-    def pace(self, p: Plan) -> Tracked:
-        """Start handing the run's events over at their offsets; the first is due now."""
+    def pace(self, p: Plan, follow: Follower | None = None) -> Tracked:
+        """Start handing the run's events over at their offsets; the first is due now. follow, if given,
+        is told of each event as it is accepted (the first may be before this returns)."""
         assert self._clock is not None
         tracked = self.track(p, "paced")
+        if follow is not None:
+            tracked.follow(follow)
         start = datetime.fromtimestamp(tracked.started, UTC)
         tracked.shift = (p.start(start) - start).total_seconds()
         self._active[p.scenario_id] = tracked
@@ -310,6 +325,11 @@ class ScenarioRunner(Service):
         self._storing.pop(tracked.plan.scenario_id, None)
         tracked.accepted = index + 1
         _on_confirm(entry, tracked, index)
+        for follower in tracked.followers:
+            try:
+                follower(entry.event_id, entry.confirmed)
+            except Exception:
+                self.log.failure("a paced run's follower failed", event="scenario.follower_failed")
         if tracked.accepted == len(tracked.due):
             self._active.pop(tracked.plan.scenario_id, None)
             run = tracked.plan.finish("api")
@@ -333,12 +353,15 @@ class ScenarioRunner(Service):
                 RETRY_SECONDS, self._hand_over, tracked
             )
 
-    def startService(self) -> None:
-        """Resume the paced runs a stop left in the store, shifted by how long the service was down."""
-        super().startService()  # type: ignore[no-untyped-call]
-        self._stopped = False
+    def resuming(self) -> dict[str, Tracked]:
+        """The paced runs a stop left in the store, by scenario_id, taken back and shifted by how long the
+        service was down: they go on when the service starts. Read once per start, so that whoever
+        follows their events (the verdicts, which start first) can ask before that."""
+        if self._resuming is not None:
+            return self._resuming
+        self._resuming = {}
         if self._store is None:
-            return
+            return self._resuming
         assert self._clock is not None
         now = self._clock.seconds()
         for saved in self._store.load():
@@ -359,7 +382,18 @@ class ScenarioRunner(Service):
             )
             self._runs[tracked.plan.scenario_id] = tracked
             self._active[tracked.plan.scenario_id] = tracked
+            self._resuming[tracked.plan.scenario_id] = tracked
+        return self._resuming
+
+    def startService(self) -> None:
+        """Resume the paced runs a stop left in the store, shifted by how long the service was down."""
+        super().startService()  # type: ignore[no-untyped-call]
+        self._stopped = False
+        if self._store is None:
+            return
+        for tracked in self.resuming().values():
             self._next(tracked)
+        self._resuming = None
         self._store.save([])
 
     def stopService(self) -> Deferred[None] | None:

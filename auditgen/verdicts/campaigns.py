@@ -3,8 +3,11 @@
 A campaign is asked for as `{"scenarios": {"brute_force": 3, ...}}` or as a list of `{"name", "count",
 "parameters", "delivery", "expect"}`, with an optional `detection_timeout_seconds`. Every run is prepared
 (its parameters checked) before the campaign is answered, so a bad request starts nothing; then the runs
-are handed over one after another, interleaved across scenarios, each waiting while the outbox is full.
-The campaign is `running` until every run was sent and has its verdict, then `finished`.
+are started one after another, interleaved across scenarios, each waiting while the outbox is full. An
+instant run is sent once its events are accepted; a paced run once its schedule has started (the scenario
+runner hands its events over at their times while the campaign starts the next runs), and it is judged
+only after its last event. The campaign is `running` until every run was sent and has its verdict, then
+`finished`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from auditgen.verdicts.verdicts import (
     MISSED,
     PENDING,
     QUIET,
+    Handover,
     ScenarioRun,
     TrackedRun,
     Tracker,
@@ -75,14 +79,16 @@ class CampaignRequest:
 
 
 class Starter(Protocol):
-    """Starts scenario runs for campaigns (auditgen.verdicts.starter.OutboxStarter for today's scenarios)."""
+    """Starts scenario runs for campaigns (auditgen.verdicts.starter.OutboxStarter)."""
 
     def prepare(self, spec: RunSpec) -> ScenarioRun:
-        """The run, with its parameters checked and its id drawn; BadRequest names what is wrong."""
+        """The run, with its parameters and delivery checked and its id drawn; BadRequest names what is
+        wrong."""
 
-    def send(self, run: ScenarioRun) -> Deferred[Mapping[str, Deferred[Any] | None]]:
-        """Hand the run's events over; fires with each event id's confirm Deferred once they are accepted.
-        Raises Busy at once when there is no room now."""
+    def send(self, run: ScenarioRun) -> Deferred[Handover]:
+        """Start handing the run's events over; fires with the Handover the tracker follows once the run
+        is under way (instant: every event accepted; paced: its schedule started, events accepted as they
+        come due). Raises Busy at once when there is no room now."""
 
 
 def _show_repr(value: Any) -> str:
@@ -163,7 +169,7 @@ def _entry(item: Any, where: str) -> tuple[RunSpec, int]:
 
 def campaign_schemas(parameters: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """CampaignRequest and CampaignEntry as JSON Schema for these scenarios (name -> parameters' schema):
-    exactly what parse_campaign and today's starter accept, for the served OpenAPI document."""
+    exactly what parse_campaign and the starter accept, for the served OpenAPI document."""
     count = {"type": "integer", "minimum": 1, "maximum": MAX_COUNT, "default": 1}
     entries = [
         {
@@ -174,7 +180,7 @@ def campaign_schemas(parameters: Mapping[str, Mapping[str, Any]]) -> dict[str, A
                 "name": {"const": name},
                 "count": count,
                 "parameters": schema,
-                "delivery": {"enum": ["instant"]},
+                "delivery": {"enum": list(DELIVERIES)},
                 "expect": {"enum": list(EXPECTATIONS)},
             },
         }
@@ -319,7 +325,7 @@ class Campaign:
     def _describe_run(self, n: int) -> dict[str, Any]:
         run, spec = self.runs[n], self.specs[n]
         if run is not None:
-            return {**run.describe(), "sent": True}
+            return {**run.describe(), "ends_at": iso(run.ends), "sent": True}
         return {
             "scenario": spec.scenario,
             "scenario_id": self.scenario_ids[n],
@@ -330,10 +336,13 @@ class Campaign:
         }
 
     def time_left(self, now: float) -> float | None:
-        """Seconds until the last pending run's deadline; None while a run is not sent or not finished."""
+        """Seconds until the last pending run's deadline (a paced run still being handed over: its last
+        event's due time plus the timeout); None while a run is not sent, or is instant and not confirmed."""
         if self.finished is not None:
             return 0.0
-        deadlines = [run.deadline for run in self.runs if run is not None and run.verdict == PENDING]
+        deadlines = [
+            run.expected_deadline(now) for run in self.runs if run is not None and run.verdict == PENDING
+        ]
         if any(run is None for run in self.runs) or any(d is None for d in deadlines):
             return None
         return max(0.0, max((d for d in deadlines if d is not None), default=now) - now)
@@ -452,13 +461,11 @@ class Campaigns:
             self._sent, self._not_sent, callbackArgs=(campaign, n, run), errbackArgs=(campaign, n, run)
         )
 
-    def _sent(
-        self, confirmations: Mapping[str, Deferred[Any] | None], campaign: Campaign, n: int, run: ScenarioRun
-    ) -> None:
+    def _sent(self, handover: Handover, campaign: Campaign, n: int, run: ScenarioRun) -> None:
         spec = campaign.specs[n]
         self._by_run[run.scenario_id] = campaign
         campaign.runs[n] = self.tracker.track(
-            run, confirmations, timeout=campaign.timeout, expect=spec.expect, campaign_id=campaign.campaign_id
+            run, handover, timeout=campaign.timeout, expect=spec.expect, campaign_id=campaign.campaign_id
         )
         self._changed(campaign)
         self._later(0.0, campaign)

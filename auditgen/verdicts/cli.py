@@ -2,7 +2,7 @@
 expected. What a CI job runs against a detection pipeline.
 
     auditgen-campaign --url http://auditgen:5000 brute_force=3 sensitive_file_tamper=2 \\
-        --timeout 60 --junit results.xml --json results.json
+        failed_logins_spread_out brute_force:paced --timeout 60 --junit results.xml --json results.json
 
 It uses only the service's HTTP API (POST /campaigns, GET /campaigns/{id}, GET /campaigns/{id}/junit), with
 the standard library, blocking: it is a process of its own, not part of the service.
@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import yaml
 
 OK, FAILED, ERROR, UNFINISHED = 0, 1, 2, 3
+DELIVERIES = ("instant", "paced")
 DEFAULT_URL = "http://localhost:5000"
 REQUEST_TIMEOUT = 30.0  # seconds for one HTTP call
 
@@ -45,8 +46,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "scenarios",
         nargs="*",
-        metavar="SCENARIO[=COUNT]",
-        help="a scenario to run COUNT times (default 1); added to those of --file",
+        metavar="SCENARIO[=COUNT][:DELIVERY]",
+        help="a scenario to run COUNT times (default 1), in DELIVERY (instant or paced; default: the "
+        "scenario's own); added to those of --file",
     )
     parser.add_argument(
         "--url",
@@ -82,10 +84,16 @@ def campaign_body(args: argparse.Namespace) -> dict[str, Any]:
         body = loaded
     entries: list[dict[str, Any]] = []
     for item in args.scenarios:
-        name, _, count = item.partition("=")
-        if not name or (count and not count.isdigit()):
-            raise ValueError(f"{item!r}: expected SCENARIO or SCENARIO=COUNT")
-        entries.append({"name": name, "count": int(count or 1)})
+        given, colon, delivery = item.partition(":")
+        name, _, count = given.partition("=")
+        if not name or (count and not count.isdigit()) or (colon and delivery not in DELIVERIES):
+            raise ValueError(
+                f"{item!r}: expected SCENARIO, SCENARIO=COUNT, and optionally :instant or :paced after it"
+            )
+        entry: dict[str, Any] = {"name": name, "count": int(count or 1)}
+        if colon:
+            entry["delivery"] = delivery
+        entries.append(entry)
     if entries:
         scenarios = body.get("scenarios", [])
         if isinstance(scenarios, dict):
@@ -129,12 +137,21 @@ class Client:
 
 
 def progress_line(campaign: dict[str, Any]) -> str:
+    """Runs sent (and how many of them are paced runs still handing their events over), verdicts in, and
+    the time left to the last deadline (a paced run's: its schedule's end plus the timeout)."""
     total = campaign["summary"]["total"]
     decided = total["runs"] - total["pending"]
     left = campaign["time_left_seconds"]
-    line = (
-        f"{campaign['runs_sent']}/{campaign['runs_planned']} runs sent, {decided}/{total['runs']} verdicts in"
+    pacing = sum(
+        1
+        for run in campaign.get("runs", [])
+        if run.get("sent")
+        and run.get("delivery") == "paced"
+        and run.get("events_confirmed", 0) < run.get("events", 0)
     )
+    line = f"{campaign['runs_sent']}/{campaign['runs_planned']} runs sent"
+    line += f" ({pacing} paced, under way)" if pacing else ""
+    line += f", {decided}/{total['runs']} verdicts in"
     return line + (f", about {left:.0f} s left" if left is not None else "")
 
 

@@ -27,7 +27,7 @@ from auditgen.site import too_large
 from auditgen.validation import DEFAULT_MAX_BODY_BYTES, BadRequest, parse_json, parse_json_object
 from auditgen.verdicts.campaigns import Campaigns, parse_campaign
 from auditgen.verdicts.junit import junit_xml
-from auditgen.verdicts.verdicts import ScenarioRun, Tracker
+from auditgen.verdicts.verdicts import Handover, ScenarioRun, Tracker
 from auditgen.web import AuditAPI, json_response
 
 MOUNTS = ("alerts", "campaigns")  # the API's paths this module answers under
@@ -76,7 +76,7 @@ class VerdictRoutes:
         app = self.alerts_app if mount == "alerts" else self.campaigns_app
         return bool(app.url_map.bind("").test("/" + rest, method))
 
-    def track(self, run: ScenarioRun, confirmations: Mapping[str, Deferred[Any] | None]) -> None:
+    def track(self, run: ScenarioRun, confirmations: Mapping[str, Deferred[Any] | None] | Handover) -> None:
         """A run started through POST /scenarios/{name}: score it too."""
         self._tracker.track(run, confirmations)
 

@@ -41,7 +41,8 @@ class VerdictService(Service):
         self.tracker = Tracker(clock, alert_format, metrics, timeout)
         self.store = VerdictStore(store_dir, clock) if store_dir is not None else None
         on_change = self.store.campaign_changed if self.store is not None else None
-        self.campaigns = Campaigns(clock, self.tracker, OutboxStarter(runner, outbox), on_change)
+        self._starter = OutboxStarter(runner, outbox)
+        self.campaigns = Campaigns(clock, self.tracker, self._starter, on_change)
         self.routes = VerdictRoutes(self.tracker, self.campaigns, clock, max_body_bytes, closing)
 
     def report(self, run: Any) -> None:
@@ -51,7 +52,8 @@ class VerdictService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         if self.store is not None:
-            self.store.restore(self.tracker, self.campaigns)
+            # Started before the scenario runner: the paced runs it will resume are followed first.
+            self.store.restore(self.tracker, self.campaigns, self._starter.resumed)
             self.store.attach(self.tracker)
 
     def stopService(self) -> None:

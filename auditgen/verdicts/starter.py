@@ -1,69 +1,117 @@
-"""Campaign runs through today's scenario runner and outbox: the thin joint to replace when scenarios
-gain paced delivery (the campaign needs only the Starter protocol of auditgen.verdicts.campaigns)."""
+"""Campaign runs through the scenario runner and the outbox, instant or paced as POST /scenarios/{name}
+runs them; the campaign needs only the Starter protocol of auditgen.verdicts.campaigns."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from auditgen.checks import CheckError
 from auditgen.outbox import Entry, Outbox, OutboxFull
-from auditgen.scenarios import Run, ScenarioRunner, UnknownScenario
+from auditgen.scenarios import Plan, Run, ScenarioRunner, UnknownScenario
+from auditgen.scenarios.runs import Tracked
 from auditgen.validation import BadRequest
 from auditgen.verdicts.campaigns import Busy, RunSpec
-from auditgen.verdicts.verdicts import ScenarioRun
+from auditgen.verdicts.verdicts import Handover, ScenarioRun
+
+
+@dataclass
+class PacedRun:
+    """A paced run planned and not yet started, as scoring sees it: its events' ids and what a rule
+    should make of them (their timestamps are set as each is handed over)."""
+
+    plan: Plan
+
+    @property
+    def scenario(self) -> str:
+        return self.plan.scenario.name
+
+    @property
+    def scenario_id(self) -> str:
+        return self.plan.scenario_id
+
+    @property
+    def expected(self) -> Mapping[str, Any]:
+        return {**self.plan.expectation(), "event_ids": [e["event_id"] for e in self.plan.events]}
+
+
+def pace(runner: ScenarioRunner, plan: Plan) -> tuple[Tracked, Handover]:
+    """Start a paced run with a Handover that hears of each event as it is accepted (the first may be
+    before this returns) and knows when the last is due."""
+    handover = Handover()
+    tracked = runner.pace(plan, follow=handover.accept)
+    handover.ends = tracked.due[-1]
+    return tracked, handover
+
+
+def resumed(tracked: Tracked) -> Handover:
+    """The Handover of a paced run the runner resumes after a restart: its events accepted before the
+    stop (their confirms lost with the process: counted when followed), then each one as it comes."""
+    handover = Handover(ends=tracked.due[-1])
+    for event in tracked.plan.events[: tracked.accepted]:
+        handover.accept(event["event_id"], None)
+    tracked.follow(handover.accept)
+    return handover
 
 
 class OutboxStarter:
-    """Prepares a run with the runner (all its events at once, stamped within a window ending now) and
-    hands its events to the outbox as one, as POST /scenarios/{name} does; reports it once accepted."""
+    """Prepares a run with the runner, in the delivery its entry asks for or else its scenario's. An
+    instant run (all its events at once, stamped within a window ending now) goes to the outbox as one,
+    as POST /scenarios/{name} does, and is reported once accepted; a paced one is handed to the runner,
+    which hands each event over at its time."""
 
     def __init__(self, runner: ScenarioRunner, outbox: Outbox) -> None:
         self._runner = runner
         self._outbox = outbox
 
-    def prepare(self, spec: RunSpec) -> ScenarioRun:
+    def prepare(self, spec: RunSpec) -> Run | PacedRun:
         try:
-            scenario = self._runner.scenario(spec.scenario)
+            self._runner.scenario(spec.scenario)
         except UnknownScenario as e:
             raise BadRequest(str(e.args[0])) from None
-        if scenario.delivery == "paced" or spec.delivery == "paced":
-            # Sent at once, a run made to be spread out would trip an arrival-time rule: say so instead.
-            raise BadRequest(
-                f"{spec.scenario}: paced delivery is not available in campaigns yet; run it with "
-                "POST /scenarios/{name}"
-            )
         if "delivery" in spec.parameters:
             raise BadRequest(f"{spec.scenario}: delivery goes beside the parameters, not among them")
+        body = dict(spec.parameters)
+        if spec.delivery is not None:
+            body["delivery"] = spec.delivery
         try:
-            return self._runner.run(spec.scenario, spec.parameters)
+            plan, delivery = self._runner.plan(spec.scenario, body)
         except CheckError as e:
             raise BadRequest(str(e)) from None
+        return PacedRun(plan) if delivery == "paced" else self._runner.instant(plan)
 
-    def send(self, run: ScenarioRun) -> Deferred[Mapping[str, Deferred[Any] | None]]:
-        assert isinstance(run, Run)
+    def send(self, run: ScenarioRun) -> Deferred[Handover]:
+        assert isinstance(run, Run | PacedRun)
         if self._runner.full:
             raise Busy("ground-truth outbox full")
+        if isinstance(run, PacedRun):
+            if self._outbox.full:  # a paced run would wait for room on its own: start none meanwhile
+                raise Busy("outbox full")
+            return succeed(pace(self._runner, run.plan)[1])
         try:
             stored = self._outbox.add_many(run.events, wait=True)
         except OutboxFull as e:
             raise Busy(str(e)) from None
         return stored.addCallback(self._accepted, run)
 
-    def _accepted(self, entries: list[Entry], run: Run) -> Mapping[str, Deferred[Any] | None]:
+    def _accepted(self, entries: list[Entry], run: Run) -> Handover:
         self._runner.report(run)
-        return {entry.event_id: entry.confirmed for entry in entries}
+        return Handover({entry.event_id: entry.confirmed for entry in entries})
+
+    def resumed(self, scenario_id: str) -> Handover | None:
+        """The Handover of a paced run the runner resumes after a restart, if it resumes that one."""
+        tracked = self._runner.resuming().get(scenario_id)
+        return None if tracked is None else resumed(tracked)
 
 
 def campaign_parameters(runner: ScenarioRunner) -> dict[str, dict[str, Any]]:
-    """What a campaign entry may give as `parameters`, by scenario, for the OpenAPI document: the
-    scenarios sent at once (not those made to be paced), their parameters without `delivery`."""
+    """What a campaign entry may give as `parameters`, by scenario, for the OpenAPI document: every
+    scenario's parameters without `delivery` (which goes beside them, in the entry)."""
     shown: dict[str, dict[str, Any]] = {}
     for name, schema in runner.parameter_schemas().items():
-        if runner.scenario(name).delivery == "paced":
-            continue
         properties = {k: v for k, v in schema.get("properties", {}).items() if k != "delivery"}
         shown[name] = {**schema, "properties": properties}
     return shown

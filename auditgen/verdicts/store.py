@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from auditgen.verdicts.campaigns import Campaign, Campaigns, RunSpec
-from auditgen.verdicts.verdicts import TrackedRun, Tracker
+from auditgen.verdicts.verdicts import PENDING, Handover, TrackedRun, Tracker
 
 FILENAME = "verdicts.sqlite3"
 FLUSH_SECONDS = 0.5
@@ -159,11 +160,20 @@ class VerdictStore:
 
     # -- Reading back ---------------------------------------------------------------------------------
 
-    def restore(self, tracker: Tracker, campaigns: Campaigns) -> None:
+    def restore(
+        self,
+        tracker: Tracker,
+        campaigns: Campaigns,
+        resumed: Callable[[str], Handover | None] = lambda scenario_id: None,
+    ) -> None:
         """Put what an earlier run stored back: runs into the tracker (pending ones decided at their
-        deadline), campaigns into `campaigns` (runs not yet sent are prepared again, with new ids)."""
+        deadline; an unfinished one that `resumed` names goes on with its Handover: a paced run the
+        scenario runner resumes), campaigns into `campaigns` (runs not yet sent are prepared again, with
+        new ids)."""
         for (body,) in self._db.execute("SELECT body FROM runs ORDER BY rowid"):
-            tracker.restore(run_from_record(json.loads(body)))
+            run = run_from_record(json.loads(body))
+            pending = run.verdict == PENDING and run.finished is None
+            tracker.restore(run, resumed(run.scenario_id) if pending else None)
         row = self._db.execute("SELECT body FROM state WHERE key = 'unexpected'").fetchone()
         if row is not None:
             unexpected = json.loads(row[0])

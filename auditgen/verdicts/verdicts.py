@@ -1,7 +1,9 @@
 """Verdicts: each scenario run tracked until its alerts are in, then scored.
 
 A run expects an alert (today's scenarios) or expects quiet (a near miss). It is *finished* once the
-broker confirmed every event of it. An alert matches a run when it names one of the run's events, or,
+broker confirmed every event of it: an instant run's events are accepted together, a paced run's one by
+one over its schedule (a Handover tells the tracker of each), so a paced run is never judged before its
+last event is out. An alert matches a run when it names one of the run's events, or,
 naming none of them, carries keys equal to the run's grouping keys (on every key both have) and arrives
 between the run's start and its deadline (finished + detection timeout). Then:
 
@@ -13,7 +15,7 @@ between the run's start and its deadline (finished + detection timeout). Then:
 - an alert that matches no run is `unexpected`: counted, and the last few kept for inspection.
 
 Time to detect = the first matching alert's arrival minus the confirm time of the latest of the run's
-events it names (matched by keys: of the run's last confirmed event), never below 0.
+events it names (matched by keys: of the run's last event confirmed before the alert), never below 0.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class TrackedRun:
     timeout: float
     started: float
     campaign_id: str | None = None
+    delivery: str = "instant"
+    ends: float | None = None  # paced: when its last event is due
     confirmed: dict[str, float] = field(default_factory=dict)
     finished: float | None = None
     verdict: str = PENDING
@@ -94,6 +98,15 @@ class TrackedRun:
     def deadline(self) -> float | None:
         return None if self.finished is None else self.finished + self.timeout
 
+    def expected_deadline(self, now: float) -> float | None:
+        """The deadline, or while a paced run is still being handed over, what it will be if nothing
+        waits (its last event due, plus the timeout); None when not known yet."""
+        if self.deadline is not None:
+            return self.deadline
+        if self.ends is None:
+            return None
+        return max(self.ends, now) + self.timeout
+
     @property
     def as_expected(self) -> bool | None:
         return None if self.verdict == PENDING else self.verdict in AS_EXPECTED
@@ -103,6 +116,7 @@ class TrackedRun:
         return {
             "scenario": self.scenario,
             "scenario_id": self.scenario_id,
+            "delivery": self.delivery,
             "expect": self.expect,
             "verdict": self.verdict,
             "time_to_detect_seconds": self.time_to_detect,
@@ -115,6 +129,39 @@ class TrackedRun:
 
 
 Listener = Callable[[TrackedRun], None]
+Accepted = Callable[[str, Deferred[Any] | None], None]
+
+
+class Handover:
+    """A run's events as they are accepted, for scoring: each event's confirm Deferred (None: confirmed
+    when accepted) and, for a paced run, when its last event is due (clock seconds).
+
+    An instant run's events are all accepted before it is tracked; a paced run's come one by one
+    (`accept`, by whoever hands them over) and the tracker, following it, waits for every one.
+    """
+
+    def __init__(
+        self, confirmations: Mapping[str, Deferred[Any] | None] | None = None, ends: float | None = None
+    ) -> None:
+        self.ends = ends
+        self.accepted: dict[str, Deferred[Any] | None] = dict(confirmations or {})
+        self._followers: list[Accepted] = []
+
+    @property
+    def paced(self) -> bool:
+        return self.ends is not None
+
+    def accept(self, event_id: str, confirmed: Deferred[Any] | None) -> None:
+        """One more event was accepted."""
+        self.accepted[event_id] = confirmed
+        for follower in self._followers:
+            follower(event_id, confirmed)
+
+    def follow(self, follower: Accepted) -> None:
+        """Tell follower of every event accepted so far, and of each one accepted from now on."""
+        for event_id, confirmed in list(self.accepted.items()):
+            follower(event_id, confirmed)
+        self._followers.append(follower)
 
 
 class Tracker:
@@ -162,23 +209,25 @@ class Tracker:
     def track(
         self,
         run: ScenarioRun,
-        confirmations: Mapping[str, Deferred[Any] | None] | None = None,
+        confirmations: Mapping[str, Deferred[Any] | None] | Handover | None = None,
         *,
         timeout: float | None = None,
         expect: str | None = None,
         campaign_id: str | None = None,
     ) -> TrackedRun:
-        """Score this run, whose events were accepted now.
+        """Score this run, whose events were accepted now (or, with a paced Handover, start to be).
 
         confirmations maps event ids to Deferreds that fire on the broker's confirm; an event without one
         (the generator's, which nobody waits for) counts as confirmed now, and so does one whose Deferred
         fails (the API stopped waiting for it: its confirm time is unknown, its acceptance is the best
-        guess).
+        guess). Given a Handover instead, an event counts only once the handover says it was accepted:
+        a paced run is finished when its last event is confirmed, not before.
         """
         expect = expect or expectation(run)
         if expect not in EXPECTATIONS:
             raise ValueError(f"expect must be alert or quiet, not {expect!r}")
         now = self._clock.seconds()
+        handover = confirmations if isinstance(confirmations, Handover) else None
         tracked = TrackedRun(
             scenario=run.scenario,
             scenario_id=run.scenario_id,
@@ -188,32 +237,51 @@ class Tracker:
             timeout=self.timeout if timeout is None else timeout,
             started=now,
             campaign_id=campaign_id,
+            delivery="paced" if handover is not None and handover.paced else "instant",
+            ends=None if handover is None else handover.ends,
         )
         self._runs[tracked.scenario_id] = tracked
         for event_id in tracked.event_ids:
             self._by_event[event_id] = tracked
-        confirmations = confirmations or {}
-        for event_id in tracked.event_ids:
-            confirmed = confirmations.get(event_id)
-            if confirmed is None:
-                self._confirm(tracked, event_id)
-            else:
-                confirmed.addCallbacks(
-                    self._confirmed,
-                    self._unconfirmed,
-                    callbackArgs=(tracked, event_id),
-                    errbackArgs=(tracked, event_id),
-                )
         self._changed(tracked)
+        if isinstance(confirmations, Handover):
+            confirmations.follow(lambda event_id, confirmed: self._accepted(tracked, event_id, confirmed))
+            return tracked
+        for event_id in tracked.event_ids:
+            self._accepted(tracked, event_id, (confirmations or {}).get(event_id))
         return tracked
 
-    def restore(self, tracked: TrackedRun) -> None:
-        """A run read back from the store: pending ones are decided on their deadline as if never stopped."""
+    def _accepted(self, tracked: TrackedRun, event_id: str, confirmed: Deferred[Any] | None) -> None:
+        """One of the run's events was accepted: confirmed now (no Deferred) or when its Deferred fires."""
+        if event_id in tracked.confirmed:
+            return
+        if confirmed is None:
+            self._confirm(tracked, event_id)
+        else:
+            confirmed.addCallbacks(
+                self._confirmed,
+                self._unconfirmed,
+                callbackArgs=(tracked, event_id),
+                errbackArgs=(tracked, event_id),
+            )
+
+    def restore(self, tracked: TrackedRun, handover: Handover | None = None) -> None:
+        """A run read back from the store: pending ones are decided on their deadline as if never stopped.
+
+        An unfinished one whose events are still being handed over (a paced run the scenario runner
+        resumes: `handover`) goes on: its events accepted before the stop count as confirmed now, the
+        others once confirmed. Any other unfinished one lost its confirms with the process: finished now.
+        """
         self._runs[tracked.scenario_id] = tracked
         for event_id in tracked.event_ids:
             self._by_event[event_id] = tracked
         if tracked.verdict != PENDING:
             self._decided.append(tracked.scenario_id)
+            return
+        if tracked.finished is None and handover is not None:
+            tracked.ends = handover.ends
+            self._changed(tracked)
+            handover.follow(lambda event_id, confirmed: self._accepted(tracked, event_id, confirmed))
             return
         if tracked.finished is None:  # its confirms were lost with the process: finished now
             for event_id in tracked.event_ids:
@@ -226,7 +294,8 @@ class Tracker:
         return result
 
     def _unconfirmed(self, failure: Failure, tracked: TrackedRun, event_id: str) -> Failure:
-        self._confirm(tracked, event_id, tracked.started)
+        accepted = tracked.started if tracked.delivery == "instant" else self._clock.seconds()
+        self._confirm(tracked, event_id, accepted)
         return failure
 
     def _confirm(self, tracked: TrackedRun, event_id: str, at: float | None = None) -> None:
@@ -263,7 +332,8 @@ class Tracker:
             timer.cancel()
         if tracked.first_alert is not None:
             named = [tracked.confirmed[i] for i in tracked.first_alert_names if i in tracked.confirmed]
-            reference = max(named) if named else max(tracked.confirmed.values())
+            before = [t for t in tracked.confirmed.values() if t <= tracked.first_alert]
+            reference = max(named) if named else max(before or tracked.confirmed.values())
             tracked.time_to_detect = max(0.0, tracked.first_alert - reference)
         if self._metrics is not None:
             self._metrics.scenario_verdicts.labels(tracked.scenario, verdict).inc()

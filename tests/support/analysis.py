@@ -23,9 +23,11 @@ WINDOW, THRESHOLD = 60.0, 3
 
 
 class Rules:
-    """The two rules; `see` returns the alerts one event trips, given when it arrived."""
+    """The two rules; `see` returns the alerts one event trips, given when it arrived. `window`: the
+    failed-login rule's (a test may shorten it, to pace a near miss in seconds rather than minutes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: float = WINDOW) -> None:
+        self.window = window
         self._failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
 
     def see(self, event: dict[str, Any], now: float) -> list[dict[str, Any]]:
@@ -33,7 +35,7 @@ class Rules:
         if kind == "user_login" and result == "FAILURE":
             window = self._failures[(event.get("user_id", ""), event.get("server_hostname", ""))]
             window.append(now)
-            while window and window[0] < now - WINDOW:
+            while window and window[0] < now - self.window:
                 window.popleft()
             if len(window) >= THRESHOLD:
                 return [alert(event, "ANLY-SEC-001", "Multiple Failed Login Attempts")]
@@ -80,11 +82,19 @@ async def close(conn: TwistedProtocolConnection) -> None:
 class AnalysisService:
     """Consumes the events queue, applies the rules, publishes alerts to the alerts queue."""
 
-    def __init__(self, reactor: Any, host: str, port: int, events_queue: str, alerts_queue: str) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        events_queue: str,
+        alerts_queue: str,
+        window: float = WINDOW,
+    ) -> None:
         self._reactor = reactor
         self._where = (host, port)
         self._events, self._alerts = events_queue, alerts_queue
-        self.rules = Rules()
+        self.rules = Rules(window)
         self.published: list[dict[str, Any]] = []
         self._conn: TwistedProtocolConnection | None = None
         self._loop: Deferred[None] | None = None

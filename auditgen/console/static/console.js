@@ -272,9 +272,8 @@ $("campaign-form").addEventListener("submit", async (e) => {
   const count = Number(e.target.count.value);
   try {
     const { scenarios } = await (await fetch(api("scenarios"))).json();
-    // Campaigns send runs at once: scenarios made to be paced are left to their own forms.
-    const instant = scenarios.filter((s) => s.delivery !== "paced");
-    const answer = await change("POST", "campaigns", { scenarios: Object.fromEntries(instant.map((s) => [s.name, count])) });
+    // Every scenario, each in its own delivery: the paced ones unfold at their pace (their verdicts come last).
+    const answer = await change("POST", "campaigns", { scenarios: Object.fromEntries(scenarios.map((s) => [s.name, count])) });
     say($("campaign-result"), `campaign ${answer.campaign_id} started`, true);
     following = answer.campaign_id;
     followCampaign();
@@ -291,7 +290,8 @@ async function followCampaign() {
   const rows = (campaign.runs || []).map((run) => {
     const tr = document.createElement("tr");
     const ttd = run.time_to_detect_seconds == null ? "–" : `${number(run.time_to_detect_seconds, 2)} s`;
-    for (const text of [run.scenario, run.scenario_id, run.expect, run.verdict, ttd]) {
+    const verdict = run.verdict === "pending" && run.delivery === "paced" && run.events_confirmed < run.events ? "pending (paced run under way)" : run.verdict;
+    for (const text of [run.scenario, run.scenario_id, run.expect, verdict, ttd]) {
       const td = document.createElement("td");
       td.textContent = text ?? "–";
       tr.append(td);
