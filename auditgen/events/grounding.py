@@ -96,7 +96,6 @@ _SERVICE_RECORD = {
 # SERVICE_START and SERVICE_STOP: systemd's record, the same for every service event but its result.
 _SERVICE_DONE: Mapping[str, Any] = MappingProxyType({**_SERVICE_RECORD, "res": "success"})
 _SERVICE_FAILED: Mapping[str, Any] = MappingProxyType({**_SERVICE_RECORD, "res": "failed"})
-_TEAMS = {"admin": "ops", "developer": "dev"}  # the team whose people hold accounts in the role
 _DRAWS = 8  # tries at a host with the account an event needs before taking any host
 # The accounts of a host in each role an event may need: "admin" (may sudo, not root), "developer", "login".
 _ROLES: Mapping[str, Callable[[Host], tuple[Account, ...]]] = {
@@ -217,8 +216,9 @@ class Grounding:
         self._plain_created: deque[tuple[str, str]] = deque()
         self._ses: dict[str, int] = {}
         self._by_user: dict[str, tuple[Host, ...]] | None = None
-        self._working_off: frozenset[str] | None = None  # the duty these lists of people at work are for
-        self._working: dict[str, tuple[str, ...]] = {}  # role -> names of the people at work who have it
+        self._working_off: frozenset[str] | None = None  # the duty _working_now is for
+        self._working_now: dict[str, tuple[tuple[tuple[Host, Account], ...], ...]] = {}
+        self._places_by_role: dict[str, dict[str, tuple[tuple[Host, Account], ...]]] = {}
         self._people = {p.name: p for p in world.people}
 
     # -- the ledger ----------------------------------------------------------------------------------
@@ -304,58 +304,60 @@ class Grounding:
         return f"10.99.12.{200 + zlib.crc32(user.encode()) % 50}"
 
     def pick(self, rng: random.Random, want: str) -> tuple[Host, Account]:
-        """A host and an account on it in the role: "admin" (may sudo, not root), "developer", "login";
-        a person at work now where one is found, else someone on call."""
+        """A host and an account on it in the role: "admin" (may sudo, not root), "developer", "login".
+
+        A person at work now, on one of their hosts; where nobody of the team is at work, whoever is on
+        call: any account in the role, service accounts (deploy) included, on any host."""
+        off = self.duty.off()
+        working = self._working_now.get(want) if off is self._working_off else None
+        if working is None:
+            working = self._working(want, off)
+        if working:
+            pairs = working[int(rng.random() * len(working))]
+            return pairs[int(rng.random() * len(pairs))]
         hosts = self._hosts
         role = _ROLES[want]
-        random_ = rng.random
-        off = self.duty.off()
-        on_call: tuple[Host, Account] | None = None
+        host = _one(rng, hosts)
         for _ in range(_DRAWS):
-            host = hosts[int(random_() * len(hosts))]
             candidates = role(host)
             if candidates:
-                account = candidates[int(random_() * len(candidates))]
-                if account.name not in off:
-                    return host, account
-                on_call = on_call or (host, account)
-        # Few people at work (a quiet hour): look for one of them rather than for their hosts.
-        working = self._at_work(rng, want)
-        if working is not None:
-            return working
-        if on_call is not None:  # nobody at work has such an account: someone on call
-            return on_call
+                return host, _one(rng, candidates)
+            host = _one(rng, hosts)
         for host in hosts:
-            candidates = self._role(host, want)
+            candidates = role(host)
             if candidates:
                 return host, _one(rng, candidates)
         root = host.account("root")
         assert root is not None
         return host, root
 
-    def _at_work(self, rng: random.Random, want: str) -> tuple[Host, Account] | None:
-        """A person at work now with an account in the role, on one of their hosts (None: nobody)."""
-        off = self.duty.off()
+    def _working(self, want: str, off: frozenset[str]) -> tuple[tuple[tuple[Host, Account], ...], ...]:
+        """For each person at work (not in off) with accounts in the role: their hosts and accounts there
+        (made again when the duty changes, each quarter hour)."""
         if off is not self._working_off:
             self._working_off = off
-            self._working = {}
-        names = self._working.get(want)
-        if names is None:
-            by_user = self._hosts_by_user()
-            team = _TEAMS.get(want)
-            names = self._working[want] = tuple(
-                p.name
-                for p in self.world.people
-                if p.name not in off and p.name in by_user and (team is None or p.team == team)
+            self._working_now = {}
+        working = self._working_now.get(want)
+        if working is None:
+            places = self._places(want)
+            working = tuple(
+                places[p.name] for p in self.world.people if p.name in places and p.name not in off
             )
-        role = _ROLES[want]
-        for _ in range(_DRAWS if names else 0):
-            name = _one(rng, names)
-            host = _one(rng, self._hosts_by_user()[name])
-            account = self.account(host, name)
-            if account is not None and account in role(host):
-                return host, account
-        return None
+            self._working_now[want] = working
+        return working
+
+    def _places(self, want: str) -> Mapping[str, tuple[tuple[Host, Account], ...]]:
+        """Each person's hosts and accounts in the role, indexed once per role."""
+        places = self._places_by_role.get(want)
+        if places is None:
+            role, people = _ROLES[want], {p.name for p in self.world.people}
+            found: dict[str, list[tuple[Host, Account]]] = {}
+            for host in self._hosts:
+                for account in role(host):
+                    if account.name in people:
+                        found.setdefault(account.name, []).append((host, account))
+            places = self._places_by_role[want] = {name: tuple(p) for name, p in found.items()}
+        return places
 
     def _someone(self, accounts: Sequence[Account], rng: random.Random) -> Account | None:
         """One of the accounts: a person at work now if any of them is (None: no accounts)."""
