@@ -358,7 +358,7 @@ class AuditAPI:
             raise NotFound()
         try:
             body = self._read_body(request)
-            plan, delivery = self._scenarios.plan(name, parse_json_object(body) if body.strip() else {})
+            plan, delivery = self._scenarios.plan(name, parse_json_object(body) if body else {})
         except Refused as r:
             return r.answer(request)
         except (BadRequest, CheckError) as e:

@@ -164,6 +164,7 @@ def test_unknown_scenario_is_404_listing_the_known_ones() -> None:
         (b'{"attempts": "many"}', "brute_force: attempts must be a whole number"),
         (b'{"attempts": 100000}', "brute_force: attempts must be from 3 to 1000"),
         (b'{"window_seconds": 1e400}', "brute_force: window_seconds must be a number"),
+        (b"\t \n", "request body is empty"),  # a body, but no JSON in it (only no body means the defaults)
     ],
 )
 def test_bad_parameters_get_400_and_nothing_is_accepted(body: bytes, message: str) -> None:
