@@ -249,3 +249,28 @@ def test_outbox_starter_runs_each_entry_in_its_delivery() -> None:
     assert len(outbox) == 8 and list(handovers[1].accepted) == paced.expected["event_ids"][:3]
     with pytest.raises(Busy):  # full: a paced run would only wait for room
         starter.send(starter.prepare(RunSpec("failed_logins_spread_out")))
+
+
+def test_runs_drawn_together_get_apart_keys_where_their_parameters_allow() -> None:
+    """Runs prepared while others hold their keys are drawn again for a user and host no running run
+    has (a pipeline counting by user and host would otherwise see two runs as one); keys the caller
+    fixed are kept; a run's keys are free again once its detection time has passed."""
+    clock = Clock()
+    outbox = Outbox(1000, Metrics(), clock)
+    runner = ScenarioRunner(Catalog.builtin(), random.Random(3), clock=clock, outbox=outbox)
+    starter = OutboxStarter(runner, outbox, clock, hold=60.0)
+    host = "web-01.prod.example.com"
+    runs = [starter.prepare(RunSpec("brute_force", {"host": host})) for _ in range(8)]
+    users = [run.expected["keys"]["user_id"] for run in runs]
+    assert len(set(users)) == len(users), users  # 8 of the catalog's 10 users, every one once
+    fixed = [starter.prepare(RunSpec("brute_force", {"host": host, "user": "alice"})) for _ in range(2)]
+    assert [run.expected["keys"]["user_id"] for run in fixed] == ["alice", "alice"]
+    clock.advance(31 + 60)  # brute_force's 30 s, then the hold
+    again = starter.prepare(RunSpec("brute_force", {"host": host, "user": users[0]}))
+    assert again.expected["keys"]["user_id"] == users[0]
+    unseparated = OutboxStarter(ScenarioRunner(Catalog.builtin(), random.Random(3)), outbox)
+    drawn = [
+        unseparated.prepare(RunSpec("brute_force", {"host": host})).expected["keys"]["user_id"]
+        for _ in range(8)
+    ]
+    assert len(set(drawn)) < len(drawn)  # without the clock, the same draws repeat users

@@ -41,7 +41,7 @@ class VerdictService(Service):
         self.tracker = Tracker(clock, alert_format, metrics, timeout)
         self.store = VerdictStore(store_dir, clock) if store_dir is not None else None
         on_change = self.store.campaign_changed if self.store is not None else None
-        self._starter = OutboxStarter(runner, outbox)
+        self._starter = OutboxStarter(runner, outbox, clock, timeout)
         self.campaigns = Campaigns(clock, self.tracker, self._starter, on_change)
         self.routes = VerdictRoutes(self.tracker, self.campaigns, clock, max_body_bytes, closing)
 

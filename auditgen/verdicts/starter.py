@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 
 from auditgen.checks import CheckError
 from auditgen.outbox import Entry, Outbox, OutboxFull
@@ -57,15 +58,33 @@ def resumed(tracked: Tracked) -> Handover:
     return handover
 
 
+_REDRAWS = 20  # plans drawn again for keys no run holds; past that, the run shares keys with another
+_GROUPED_BY = ("user_id", "server_hostname")  # what the platform's rules count by
+
+
+def _grouping(keys: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a pipeline groups a run's events by: its user and host where it names them, else every key."""
+    if all(k in keys for k in _GROUPED_BY):
+        return tuple(str(keys[k]) for k in _GROUPED_BY)
+    return tuple(sorted((k, str(v)) for k, v in keys.items()))
+
+
 class OutboxStarter:
     """Prepares a run with the runner, in the delivery its entry asks for or else its scenario's. An
     instant run (all its events at once, stamped within a window ending now) goes to the outbox as one,
     as POST /scenarios/{name} does, and is reported once accepted; a paced one is handed to the runner,
     which hands each event over at its time."""
 
-    def __init__(self, runner: ScenarioRunner, outbox: Outbox) -> None:
+    def __init__(
+        self, runner: ScenarioRunner, outbox: Outbox, clock: IReactorTime | None = None, hold: float = 60.0
+    ) -> None:
+        """With a clock, runs drawn at the same time get different grouping keys where their parameters
+        allow it (hold: seconds after a run's last event that its keys stay taken, its detection time)."""
         self._runner = runner
         self._outbox = outbox
+        self._clock = clock
+        self._hold = hold
+        self._taken: dict[tuple[Any, ...], float] = {}  # grouping keys -> until when a run holds them
 
     def prepare(self, spec: RunSpec) -> Run | PacedRun:
         try:
@@ -78,10 +97,30 @@ class OutboxStarter:
         if spec.delivery is not None:
             body["delivery"] = spec.delivery
         try:
-            plan, delivery = self._runner.plan(spec.scenario, body)
+            plan, delivery = self._apart(spec.scenario, body)
         except CheckError as e:
             raise BadRequest(str(e)) from None
         return PacedRun(plan) if delivery == "paced" else self._runner.instant(plan)
+
+    def _apart(self, scenario: str, body: Mapping[str, Any]) -> tuple[Plan, str]:
+        """A plan whose grouping keys no other run holds now, drawn again a few times if need be.
+
+        A pipeline groups by these keys (user and host): two runs of one campaign that share them are one
+        run to it, so a near miss beside a brute force with the same user and host would trip the rule,
+        and the near miss would read as a false alarm. Keys the caller fixed are kept as given."""
+        plan, delivery = self._runner.plan(scenario, body)
+        if self._clock is None:
+            return plan, delivery
+        now = self._clock.seconds()
+        self._taken = {keys: until for keys, until in self._taken.items() if until > now}
+        keys = _grouping(plan.expectation()["keys"])
+        for _ in range(_REDRAWS):
+            if keys not in self._taken:
+                break
+            plan, delivery = self._runner.plan(scenario, body)
+            keys = _grouping(plan.expectation()["keys"])
+        self._taken[keys] = now + plan.duration + self._hold
+        return plan, delivery
 
     def send(self, run: ScenarioRun) -> Deferred[Handover]:
         assert isinstance(run, Run | PacedRun)
