@@ -221,7 +221,9 @@ def tree(p: Parts, reactor: Any, log_observer: ILogObserver | None = None) -> Au
     outbox_service = OutboxService(p.outbox, p.spool, p.metrics)
     root = AuditgenService(reactor, p.api, log_observer)
     root.parts = p
-    root.status = Status(s, p.outbox, p.metrics, api_port, metrics_port, outbox_service)
+    grounding = p.factory.grounding
+    world = None if grounding is None else grounding.world
+    root.status = Status(s, p.outbox, p.metrics, api_port, metrics_port, outbox_service, world)
     for service in (
         p.verdicts,  # first: restored before the API answers, stopped after it
         api_port,
@@ -304,7 +306,7 @@ class AuditgenService(MultiService):
 
 READY = (
     "ready: API on http://{api}, metrics on http://{metrics}/metrics, broker {broker} queue {queue!r}, "
-    "generator {generator}, {held}"
+    "generator {generator}, {held}, {world}"
 )
 STOPPED = "stopped: {confirmed} events confirmed by the broker, {left} events {where}"
 
@@ -320,8 +322,10 @@ class Status:
         api: Listener,
         metrics_port: Listener,
         outbox_service: OutboxService,
+        world: World | None = None,
     ) -> None:
         self._s = settings
+        self._world = world
         self._outbox = outbox
         self._metrics = metrics
         self._api = api
@@ -343,7 +347,14 @@ class Status:
             generating = "off"
         spool, replayed = s.outbox.spool_dir, self._outbox_service.replayed
         held = f"spool {spool} holding {replayed} events" if spool else "no spool (events wait in memory)"
+        w = self._world
+        source = s.world.file or f"seed {s.generator.seed!r}" if s.generator.seed else "a random seed"
         return {
+            "world": "no world (AUDITGEN_WORLD=false)"
+            if w is None
+            else f"events drawn from a world of {len(w.hosts)} hosts and {len(w.people)} people ({source}; "
+            "GET /world)",
+            "world_hosts": None if w is None else len(w.hosts),
             "api": self._api.address(),
             "metrics": self._metrics_port.address(),
             "broker": s.broker.node.describe(),

@@ -205,6 +205,8 @@ def test_ready_and_stopped_lines_say_where_it_listens_and_what_is_left() -> None
     assert (ready["broker"], ready["queue"], ready["rate"]) == ("amqp://guest@localhost:5672/", "q1", 20.0)
     assert ready["spool"] is None
     assert "20 events/s" in formatEvent(ready) and "no spool" in formatEvent(ready)
+    assert ready["world_hosts"] == 12
+    assert "a world of 12 hosts and 10 people (a random seed; GET /world)" in formatEvent(ready)
     [end] = [e for e in events if e.get("event") == "service.stopped"]
     assert end["confirmed"] == 0
     assert end["left"] == len(root.parts.outbox) > 0
