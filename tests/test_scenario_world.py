@@ -345,3 +345,27 @@ def test_without_a_world_runs_and_the_mix_are_byte_for_byte_as_before() -> None:
         digest.update(json.dumps(mix(), sort_keys=True).encode())
     digest.update(json.dumps([(r.parameters, r.expected) for r in runs], sort_keys=True).encode())
     assert digest.hexdigest() == MIX_DIGEST
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_runs_login_opens_the_audit_session_its_later_steps_are_in(seed: int) -> None:
+    """In a world, privilege_escalation's login, sudo and file change are one audit session: the
+    login's ses, login uid and terminal on each, one session_id and the login's address; without a
+    world, runs carry no session (as before)."""
+    run = runner(seed).run("privilege_escalation", {})
+    login, *after = run.events
+    assert (login["event_type"], login["action_result"]) == ("user_login", "SUCCESS")
+    terminal = login["details"]["terminal"].removeprefix("/dev/")
+    for event in after:
+        d = event["details"]
+        assert (d["ses"], d["auid"], d["terminal"]) == (
+            login["details"]["ses"],
+            login["details"]["auid"],
+            terminal,
+        ), event["event_type"]
+        assert d["session_id"] == login["details"]["session_id"]
+        assert d["ip_address"] == login["details"]["ip_address"]
+    plain = ScenarioRunner(Catalog.builtin(), random.Random(seed), now=lambda: NOW).run(
+        "privilege_escalation", {}
+    )
+    assert all("session_id" not in e["details"] for e in plain.events)

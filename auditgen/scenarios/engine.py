@@ -28,6 +28,7 @@ from typing import Any
 from auditgen.checks import Check, CheckError, show
 from auditgen.events import Catalog, EventFactory, Network
 from auditgen.events.grounding import Grounding
+from auditgen.events.templates import random_uuid
 
 Pools = Mapping[str, tuple[Any, ...]]
 DELIVERIES = ("instant", "paced")
@@ -417,8 +418,10 @@ class StampedFactory:
             catalog, rng, now=lambda: datetime.fromtimestamp(0, UTC), grounding=grounding
         )
 
-    def complete(self, fields: Mapping[str, Any], source: str) -> dict[str, Any]:
-        return self._factory.complete(fields, source)
+    def complete(
+        self, fields: Mapping[str, Any], source: str, session: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return self._factory.complete(fields, source, session)
 
 
 def parameters(
@@ -446,6 +449,42 @@ def parameters(
     return values
 
 
+class _Sessions:
+    """A run's audit sessions in a world: a successful login opens one for its user on its host, and that
+    user's later steps there are in it (auditd's ses, login uid, terminal, sshd's pid), until a logout."""
+
+    _KEPT = ("ses", "auid", "pid", "protocol")
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[Any, Any], tuple[float, dict[str, Any]]] = {}
+
+    def of(self, fields: Mapping[str, Any], offset: float) -> dict[str, Any] | None:
+        """The session a step's event is in: its user's on its host, opened before it (None: none)."""
+        opened = self._open.get((fields.get("user_id"), fields.get("server_hostname")))
+        if opened is None or opened[0] > offset or fields.get("event_type") == "user_login":
+            return None
+        return opened[1]
+
+    @staticmethod
+    def opens(fields: Mapping[str, Any]) -> bool:
+        """Whether the step is a successful login (which opens a session, in a world)."""
+        return fields.get("event_type") == "user_login" and fields.get("action_result") == "SUCCESS"
+
+    def follow(self, event: Mapping[str, Any], offset: float) -> None:
+        key = (event["user_id"], event["server_hostname"])
+        details = event["details"]
+        if event["event_type"] == "user_logout":
+            self._open.pop(key, None)
+        elif event["event_type"] == "user_login" and event["action_result"] == "SUCCESS" and "ses" in details:
+            session = {k: details[k] for k in self._KEPT if details.get(k) is not None}
+            session["session_id"] = details.get("session_id")
+            terminal = str(details.get("terminal", ""))
+            session["terminal"] = terminal[len("/dev/") :] if terminal.startswith("/dev/") else terminal
+            if details.get("ip_address"):
+                session["source_ip"] = details["ip_address"]
+            self._open[key] = (offset, session)
+
+
 def plan(scenario: Scenario, given: Mapping[str, Any], factory: StampedFactory, source: str) -> Plan:
     """A run: parameters, id, offsets and the events (in time order), made with the factory's rng."""
     rng, pools = factory.rng, factory.pools
@@ -468,10 +507,22 @@ def plan(scenario: Scenario, given: Mapping[str, Any], factory: StampedFactory, 
     if not timed:
         raise CheckError(f"{scenario.name}:", "these parameters make a run without events")
     made: list[tuple[float, dict[str, Any]]] = []
+    sessions = _Sessions() if factory.world is not None else None
     for offset, step, n in timed:  # in the file's order, so a step refers only to events made before it
         fields = step.fields(ctx, n)
         fields["details"] = {**fields.get("details", {}), "scenario_id": scenario_id}
-        event = factory.complete(fields, source)
+        if sessions is None:
+            event = factory.complete(fields, source)
+        else:
+            session = sessions.of(fields, offset)
+            if session is not None or sessions.opens(fields):
+                fields["details"]["session_id"] = (
+                    session["session_id"] if session is not None else random_uuid(rng)
+                )
+            if session is not None and "source_ip" in session:  # as every event of a session says
+                fields["details"].setdefault("ip_address", session["source_ip"])
+            event = factory.complete(fields, source, session)
+            sessions.follow(event, offset)
         ctx.events.setdefault(step.name, event)
         made.append((offset, event))
     made.sort(key=lambda m: m[0])  # stable: at one offset, the file's order
