@@ -121,7 +121,7 @@ def parts(
         clock=reactor,
         outbox=outbox,
         store=RunStore(os.path.join(spool_dir, RUN_STORE_FILE)) if spool_dir else None,
-        grounding=factory.grounding,  # the API's runs share its world and ledger
+        grounding=factory.grounding,  # the API's runs share the world and its one ledger
     )
     api: AuditAPI | None = None  # made below; no campaign starts while it is closing
     verdicts = VerdictService(
@@ -136,7 +136,9 @@ def parts(
         closing=lambda: api is not None and api.closing,
     )
     alerts = _alerts_link(s, reactor, verdicts, metrics)
-    generated = EventFactory(catalog, seeded_rng(seed, "generator"), world=world)
+    # One world, one state of it: the generator shares the API's ledger (accounts created and deleted,
+    # each host's session numbers), so no event of one contradicts an event of the other.
+    generated = EventFactory(catalog, seeded_rng(seed, "generator"), grounding=factory.grounding)
     make: Callable[[], Mapping[str, Any]] = generated.generate
     if s.sessions.share > 0:
         make = SessionMix(generated, seeded_rng(seed, "sessions"), s.sessions.share, s.sessions.count)
@@ -155,7 +157,7 @@ def parts(
             s.scenarios.rate,
             report,
             scenarios=attacks,
-            grounding=generated.grounding,  # the generator's world and ledger
+            grounding=generated.grounding,  # the world and its one ledger
         )
     generator = Generator(
         reactor,

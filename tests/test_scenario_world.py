@@ -179,7 +179,9 @@ def test_a_new_account_is_never_one_that_exists_and_stays_in_the_ledger() -> Non
         assert account not in created and host.account(account) is None
         created.append(account)
         assert grounding.account(host, account) is not None
-    assert grounding.new_account_name(host, random.Random(0)) is None, "the catalog's names are used up"
+    numbered = grounding.new_account_name(host, random.Random(0))
+    assert numbered is not None and numbered[-1].isdigit(), "the catalog's names are used up: a numbered one"
+    assert grounding.account(host, numbered) is None
     assert any(name[-1].isdigit() for name in created)
 
 
@@ -302,6 +304,35 @@ def test_the_service_gives_api_runs_and_generated_runs_the_world() -> None:
     ]
     assert len(generated) > 100
     assert all(grounding.world.host(e["server_hostname"]) is not None for e in generated)
+    checker = Checker(to_data(grounding.world))
+    checker.read(events)
+    assert checker.problems == []
+
+
+def test_api_events_and_generated_events_share_one_state_of_the_world() -> None:
+    """The API and the generator draw from one ledger: logins triggered by callers and generated ones on
+    the same hosts never share a session number, and an account created through the API is not created
+    again by the generator; read together, the two streams contradict nothing."""
+    env = {"AUDITGEN_SEED": "one-state", "AUDITGEN_RATE": "200", "AUDITGEN_SESSION_SHARE": "0.5"}
+    env |= {"AUDITGEN_WORLD_HOSTS": "3", "AUDITGEN_WORLD_PEOPLE": "4"}
+    clock = Clock()
+    parts = app.parts(load_settings({}, env, {}), Catalog.builtin(), clock)
+    assert parts.generator is not None
+    parts.generator.startService()
+    for _ in range(40):  # as POST /generate_event puts them in the outbox, between the generator's ticks
+        parts.outbox.add(parts.factory.complete({"event_type": "user_login", "action_result": "SUCCESS"}))
+        parts.outbox.add(
+            parts.factory.complete({"event_type": "user_account_management", "action_result": "CREATED"})
+        )
+        clock.advance(0.25)
+    parts.generator.stopService()
+    events = []
+    while (entry := parts.outbox.take()) is not None:
+        events.append(json.loads(entry.body))
+    api = {e["event_id"] for e in events if e["source_service"] != SOURCE_GENERATED}
+    assert len(api) == 80 and len(events) > 500
+    grounding = parts.factory.grounding
+    assert grounding is not None
     checker = Checker(to_data(grounding.world))
     checker.read(events)
     assert checker.problems == []

@@ -33,7 +33,8 @@ def seeded_rng(seed: str | None, stream: str) -> random.Random:
     """The random source of one stream of events (generator, API, sessions, scenarios).
 
     Without a seed, from the OS. With one, each stream gets its own generator derived from the seed and
-    the stream's name, so a run's generated events do not depend on how many API calls came in between.
+    the stream's name, so API calls in between do not shift the generator's draws (in a world, what the
+    shared ledger says still follows the calls: session numbers, new account names).
     """
     return random.Random() if seed is None else random.Random(f"{seed}/{stream}")
 

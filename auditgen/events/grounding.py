@@ -228,9 +228,16 @@ class Grounding:
         return host.account(name) or self._created.get(host.name, {}).get(name)
 
     def new_account_name(self, host: Host, rng: random.Random) -> str | None:
-        """A name for a new account on the host: one that does not exist there now (None: all do)."""
+        """A name for a new account on the host: one that does not exist there now, from the catalog's
+        new accounts, else one of them with a number (None: none found, a host full of such names)."""
         free = [n for n in self._new_names if self.account(host, n) is None]
-        return _one(rng, free) if free else None
+        if free:
+            return _one(rng, free)
+        for _ in range(_DRAWS * 8):
+            name = f"{_one(rng, self._new_names)}{10 + int(rng.random() * 990)}"
+            if self.account(host, name) is None:
+                return name
+        return None
 
     def create(self, host: Host, name: str, uid: int | None = None) -> Account:
         """Record an account created on the host; it exists until delete()."""
@@ -536,7 +543,10 @@ class Grounding:
         elif event_type == "service_status_change":
             out["resource"] = _one(rng, profile.services)
         elif event_type == "user_account_management":
-            changed = self._account_change(result, host, rng, plain)
+            # A caller's creation in no session, of a name it leaves to the world, is recorded as a plain
+            # one is; a session's story reserved its own name already.
+            record = plain or (session is None and "resource" not in given)
+            changed = self._account_change(result, host, rng, plain, record)
             if changed is None:
                 return None
             out.update(changed)
@@ -563,19 +573,19 @@ class Grounding:
         return {key: value for key, value in out.items() if key in keys}
 
     def _account_change(
-        self, result: str, host: Host, rng: random.Random, plain: bool
+        self, result: str, host: Host, rng: random.Random, plain: bool, record: bool
     ) -> dict[str, Any] | None:
+        """The account a user_account_management event changes; a creation that is `record`ed lives in
+        the ledger until a plain deletion. None: a plain event that cannot happen now (drawn again)."""
         if result == "CREATED":
-            if not plain:
-                name = self.new_account_name(host, rng)
-                return {"resource": name, "group": _one(rng, _groups(host.profile, True))} if name else {}
-            if len(self._plain_created) >= _MAX_PLAIN_ACCOUNTS:
+            if plain and len(self._plain_created) >= _MAX_PLAIN_ACCOUNTS:
                 return None
             name = self.new_account_name(host, rng)
             if name is None:
-                return None
-            self.create(host, name)
-            self._plain_created.append((host.name, name))
+                return None if plain else {}
+            if record and len(self._plain_created) < _MAX_PLAIN_ACCOUNTS:
+                self.create(host, name)
+                self._plain_created.append((host.name, name))
             return {"resource": name, "group": _one(rng, _groups(host.profile, True))}
         if result == "DELETED":
             return {}  # fit() chose what a plain deletion deletes; a session's step names it
