@@ -21,7 +21,8 @@ import random
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
@@ -98,7 +99,7 @@ _SERVICE_DONE: Mapping[str, Any] = MappingProxyType({**_SERVICE_RECORD, "res": "
 _SERVICE_FAILED: Mapping[str, Any] = MappingProxyType({**_SERVICE_RECORD, "res": "failed"})
 _DRAWS = 8  # tries at a host with the account an event needs before taking any host
 # The accounts of a host in each role an event may need: "admin" (may sudo, not root), "developer", "login".
-_ROLES: Mapping[str, Callable[[Host], tuple[Account, ...]]] = {
+ROLE_ACCOUNTS: Mapping[str, Callable[[Host], tuple[Account, ...]]] = {
     "admin": operator.attrgetter("admins"),
     "developer": operator.attrgetter("developers"),
     "login": operator.attrgetter("logins"),
@@ -219,7 +220,6 @@ class Grounding:
         self._working_off: frozenset[str] | None = None  # the duty _working_now is for
         self._working_now: dict[str, tuple[tuple[tuple[Host, Account], ...], ...]] = {}
         self._places_by_role: dict[str, dict[str, tuple[tuple[Host, Account], ...]]] = {}
-        self._people = {p.name: p for p in world.people}
 
     # -- the ledger ----------------------------------------------------------------------------------
 
@@ -227,15 +227,17 @@ class Grounding:
         """The account of that name on the host, from the world or created by an event since."""
         return host.account(name) or self._created.get(host.name, {}).get(name)
 
-    def new_account_name(self, host: Host, rng: random.Random) -> str | None:
-        """A name for a new account on the host: one that does not exist there now, from the catalog's
-        new accounts, else one of them with a number (None: none found, a host full of such names)."""
-        free = [n for n in self._new_names if self.account(host, n) is None]
+    def new_account_name(
+        self, host: Host, rng: random.Random, allows: Callable[[str], bool] = lambda name: True
+    ) -> str | None:
+        """A name for a new account on the host: one that does not exist there now (and that `allows`
+        takes), from the catalog's new accounts, else one of them with a number (None: none found)."""
+        free = [n for n in self._new_names if self.account(host, n) is None and allows(n)]
         if free:
             return _one(rng, free)
         for _ in range(_DRAWS * 8):
             name = f"{_one(rng, self._new_names)}{10 + int(rng.random() * 990)}"
-            if self.account(host, name) is None:
+            if self.account(host, name) is None and allows(name):
                 return name
         return None
 
@@ -304,7 +306,7 @@ class Grounding:
 
     def source(self, user: str, rng: random.Random) -> str:
         """Where a person connects from: their workstation, sometimes the VPN; others from the VPN range."""
-        person = self._people.get(user)
+        person = self.world.person(user)
         if person is not None:
             addresses = person.addresses
             return addresses[0] if rng.random() < 0.75 or len(addresses) == 1 else _one(rng, addresses[1:])
@@ -323,7 +325,7 @@ class Grounding:
             pairs = working[int(rng.random() * len(working))]
             return pairs[int(rng.random() * len(pairs))]
         hosts = self._hosts
-        role = _ROLES[want]
+        role = ROLE_ACCOUNTS[want]
         host = _one(rng, hosts)
         for _ in range(_DRAWS):
             candidates = role(host)
@@ -357,7 +359,7 @@ class Grounding:
         """Each person's hosts and accounts in the role, indexed once per role."""
         places = self._places_by_role.get(want)
         if places is None:
-            role, people = _ROLES[want], {p.name for p in self.world.people}
+            role, people = ROLE_ACCOUNTS[want], {p.name for p in self.world.people}
             found: dict[str, list[tuple[Host, Account]]] = {}
             for host in self._hosts:
                 for account in role(host):
@@ -373,10 +375,6 @@ class Grounding:
         off = self.duty.off()
         return _one(rng, [a for a in accounts if a.name not in off] or accounts)
 
-    @staticmethod
-    def _role(host: Host, want: str) -> tuple[Account, ...]:
-        return _ROLES[want](host)
-
     # -- fitting -----------------------------------------------------------------------------------
 
     def fit(
@@ -390,7 +388,7 @@ class Grounding:
         rng: random.Random,
         plain: bool,
         given: Mapping[str, Any] | None = None,
-        keys: Collection[str] | None = None,
+        keys: AbstractSet[str] | None = None,
     ) -> Fit:
         """The event fitted to the world. host_name, user_name: fixed by the caller, the session or the
         template (None: the world chooses). drawn: the event's details so far, the template's and the
@@ -398,7 +396,7 @@ class Grounding:
         plain: a generated event in no session (it may be retried; it owns its own audit session).
         keys: the details the event has (default: drawn's); fit sets only those."""
         given = given or {}
-        keys = drawn if keys is None else keys
+        keys = drawn.keys() if keys is None else keys
         host = self.world.host(host_name) if host_name is not None else None
         if host_name is not None and host is None:
             # Outside the world: as given, with auditd's fields only.
@@ -426,7 +424,7 @@ class Grounding:
         if host is None:
             host, account = self.pick(rng, want)
         elif user_name is None:
-            account = self._someone(self._role(host, want), rng) or host.account("root")
+            account = self._someone(ROLE_ACCOUNTS[want](host), rng) or host.account("root")
         name = user_name if user_name is not None else account.name if account is not None else "root"
         if account is None:
             account = self.account(host, name)
@@ -445,7 +443,7 @@ class Grounding:
         self,
         drawn: Mapping[str, Any],
         given: Mapping[str, Any],
-        keys: Collection[str],
+        keys: AbstractSet[str],
         host: Host | None,
         user_name: str | None,
         session: Mapping[str, Any] | None,
@@ -492,7 +490,7 @@ class Grounding:
     def _connection(
         self,
         details: dict[str, Any],
-        keys: Collection[str],
+        keys: AbstractSet[str],
         given: Mapping[str, Any],
         user: str,
         protocol: Any,
@@ -520,7 +518,7 @@ class Grounding:
         result: str,
         drawn: Mapping[str, Any],
         given: Mapping[str, Any],
-        keys: Collection[str],
+        keys: AbstractSet[str],
         host: Host,
         account: Account | None,
         name: str,
@@ -568,7 +566,7 @@ class Grounding:
             out["resource"] = str(drawn.get("resource")).replace("/crontabs/", "/")
         if "tty" in keys:
             out["tty"] = _terminal(session, rng)
-        if keys.issuperset(out) if isinstance(keys, frozenset) else all(k in keys for k in out):
+        if out.keys() <= keys:  # the common case: the template has every detail the world sets
             return out
         return {key: value for key, value in out.items() if key in keys}
 
@@ -584,8 +582,7 @@ class Grounding:
             if name is None:
                 return None if plain else {}
             if record and len(self._plain_created) < _MAX_PLAIN_ACCOUNTS:
-                self.create(host, name)
-                self._plain_created.append((host.name, name))
+                self.create_plain(host, name)
             return {"resource": name, "group": _one(rng, _groups(host.profile, True))}
         if result == "DELETED":
             return {}  # fit() chose what a plain deletion deletes; a session's step names it

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from auditgen.events import Catalog
-from auditgen.events.grounding import Grounding
+from auditgen.events.grounding import ROLE_ACCOUNTS, Grounding
 from auditgen.scenarios.engine import Context, Pools, Scenario, drawer, parameters
 from auditgen.world.model import Host
 
@@ -45,7 +45,7 @@ ROLES: Mapping[str, str] = {
     "services": "service",
 }
 ADDRESS_ROLES: Mapping[str, str] = {"client_networks": "source"}
-ACCOUNT_ROLES = frozenset({"login", "admin", "developer"})
+ACCOUNT_ROLES = frozenset(ROLE_ACCOUNTS)  # "login", "admin", "developer"
 TRIES = 24  # hosts drawn at random before the others are tried in turn
 SCAN = 2000  # hosts tried in turn at most (a large world has many that fit)
 _PASSWORD_REASONS = frozenset({"invalid_password", "expired_password"})
@@ -215,22 +215,13 @@ class WorldDraws:
         if slot.role == "service":
             candidates = [s for s in host.profile.services if slot.allows(s)]
         else:
-            accounts = {"login": host.logins, "admin": host.admins, "developer": host.developers}[slot.role]
-            candidates = [a.name for a in accounts if slot.allows(a.name)]
+            candidates = [a.name for a in ROLE_ACCOUNTS[slot.role](host) if slot.allows(a.name)]
         return _one(rng, candidates) if candidates else None
 
-    def _new_name(self, host: Host, slot: _Slot, taken: Collection[Any], rng: random.Random) -> str:
+    def _new_name(self, host: Host, slot: _Slot, taken: Collection[Any], rng: random.Random) -> str | None:
         """A name the host does not have (nor the run already): from the catalog's new accounts, else one
-        of them with a number."""
-        grounding = self.grounding
-        name = grounding.new_account_name(host, rng)
-        if name is not None and name not in taken and slot.allows(name):
-            return name
-        bases = tuple(n for n in self._pools.get("new_accounts", ()) if isinstance(n, str)) or ("user",)
-        while True:
-            name = f"{_one(rng, bases)}{10 + int(rng.random() * 990)}"
-            if grounding.account(host, name) is None and name not in taken and slot.allows(name):
-                return name
+        of them with a number (None: none found)."""
+        return self.grounding.new_account_name(host, rng, lambda n: n not in taken and slot.allows(n))
 
     # -- the run's events on a host ------------------------------------------------------------------
 
