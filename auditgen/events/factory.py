@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from auditgen.events.catalog import Catalog
 from auditgen.events.grounding import AUDIT_FIELDS, REPLACED, Fit, Grounding
-from auditgen.events.stamps import WallStamps, seconds, stamp
+from auditgen.events.stamps import ClockStamps, WallStamps, seconds
 from auditgen.events.templates import Template, is_scalar, random_uuid
 from auditgen.events.wire import KNOWN_FIELDS, SOURCE_API, SOURCE_GENERATED
 from auditgen.world.model import World
@@ -61,16 +61,6 @@ class _Plan(NamedTuple):
     blank: dict[str, Any]
 
 
-class _Stamps:
-    """Stamps of a given clock (a test's fixed now, a scenario's placeholder)."""
-
-    def __init__(self, now: Callable[[], datetime]) -> None:
-        self._now = now
-
-    def __call__(self) -> str:
-        return stamp(self._now())
-
-
 class EventFactory:
     """Makes events from a catalog; a seeded rng and a fixed now make its output reproducible.
 
@@ -91,7 +81,7 @@ class EventFactory:
         mix's runs and the generator's events); without one, the factory fits to `world` with its own."""
         self._catalog = catalog
         self._rng = rng if rng is not None else random.Random()
-        self._stamp: Callable[[], str] = WallStamps() if now is None else _Stamps(now)
+        self._stamp: Callable[[], str] = WallStamps() if now is None else ClockStamps(now)
         if grounding is None and world is not None:
             grounding = Grounding(world, catalog.pools, time.time if now is None else lambda: seconds(now()))
         self.grounding = grounding
@@ -214,7 +204,10 @@ class EventFactory:
             fit = self._fit(t, result, seen, host, user, session, given)
             host, user = fit.host, fit.user
             given = {**fit.details, **given} if given else fit.details
-        details = self._details(t, values, host, user, severity, result, given, fit)
+        details = self._formatted(t, values, host, user, severity, result, given)
+        if fit is not None:
+            for key, value in fit.audit.items():
+                details.setdefault(key, value)  # auditd's fields, after the template's and the caller's
 
         event = self._event(source, host, event_type, severity, user, result, details)
         if "resource" in details:
@@ -248,23 +241,6 @@ class EventFactory:
         host = host if isinstance(host, str) else None if host is None else str(host)
         user = user if isinstance(user, str) else None if user is None else str(user)
         return self.grounding.fit(t.event_type, result, values, host, user, session, self._rng, False, given)
-
-    def _details(
-        self,
-        t: Template,
-        values: dict[str, Any],
-        host: Any,
-        user: Any,
-        severity: Any,
-        result: Any,
-        given: Mapping[str, Any] | None,
-        fit: Fit | None,
-    ) -> dict[str, Any]:
-        details = self._formatted(t, values, host, user, severity, result, given)
-        if fit is not None:
-            for key, value in fit.audit.items():
-                details.setdefault(key, value)  # auditd's fields, after the template's and the caller's
-        return details
 
     @staticmethod
     def _formatted(

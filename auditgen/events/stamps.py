@@ -25,6 +25,16 @@ def seconds(now: datetime) -> float:
     return (now if now.tzinfo is not None else now.replace(tzinfo=UTC)).timestamp()
 
 
+class ClockStamps:
+    """The stamps of a given clock (a test's fixed now, a scenario's placeholder)."""
+
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self._now = now
+
+    def __call__(self) -> str:
+        return stamp(self._now())
+
+
 class WallStamps:
     """The wall clock's stamps; `clock` gives nanoseconds since the epoch (time.time_ns, or a test's)."""
 

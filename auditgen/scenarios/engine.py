@@ -458,17 +458,21 @@ class _Sessions:
     def __init__(self) -> None:
         self._open: dict[tuple[Any, Any], tuple[float, dict[str, Any]]] = {}
 
-    def of(self, fields: Mapping[str, Any], offset: float) -> dict[str, Any] | None:
-        """The session a step's event is in: its user's on its host, opened before it (None: none)."""
+    def enter(self, fields: dict[str, Any], offset: float, rng: random.Random) -> dict[str, Any] | None:
+        """The session a step's event is in (its user's on its host, opened before it; None: none), with
+        the session's id and address set in the step's details, as every event of a session says them; a
+        successful login gets the id of the session it opens."""
+        details = fields["details"]
         opened = self._open.get((fields.get("user_id"), fields.get("server_hostname")))
         if opened is None or opened[0] > offset or fields.get("event_type") == "user_login":
+            if fields.get("event_type") == "user_login" and fields.get("action_result") == "SUCCESS":
+                details["session_id"] = random_uuid(rng)
             return None
-        return opened[1]
-
-    @staticmethod
-    def opens(fields: Mapping[str, Any]) -> bool:
-        """Whether the step is a successful login (which opens a session, in a world)."""
-        return fields.get("event_type") == "user_login" and fields.get("action_result") == "SUCCESS"
+        session = opened[1]
+        details["session_id"] = session["session_id"]
+        if "source_ip" in session:
+            details.setdefault("ip_address", session["source_ip"])
+        return session
 
     def follow(self, event: Mapping[str, Any], offset: float) -> None:
         key = (event["user_id"], event["server_hostname"])
@@ -478,8 +482,7 @@ class _Sessions:
         elif event["event_type"] == "user_login" and event["action_result"] == "SUCCESS" and "ses" in details:
             session = {k: details[k] for k in self._KEPT if details.get(k) is not None}
             session["session_id"] = details.get("session_id")
-            terminal = str(details.get("terminal", ""))
-            session["terminal"] = terminal[len("/dev/") :] if terminal.startswith("/dev/") else terminal
+            session["terminal"] = str(details.get("terminal", "")).removeprefix("/dev/")
             if details.get("ip_address"):
                 session["source_ip"] = details["ip_address"]
             self._open[key] = (offset, session)
@@ -511,17 +514,9 @@ def plan(scenario: Scenario, given: Mapping[str, Any], factory: StampedFactory, 
     for offset, step, n in timed:  # in the file's order, so a step refers only to events made before it
         fields = step.fields(ctx, n)
         fields["details"] = {**fields.get("details", {}), "scenario_id": scenario_id}
-        if sessions is None:
-            event = factory.complete(fields, source)
-        else:
-            session = sessions.of(fields, offset)
-            if session is not None or sessions.opens(fields):
-                fields["details"]["session_id"] = (
-                    session["session_id"] if session is not None else random_uuid(rng)
-                )
-            if session is not None and "source_ip" in session:  # as every event of a session says
-                fields["details"].setdefault("ip_address", session["source_ip"])
-            event = factory.complete(fields, source, session)
+        session = None if sessions is None else sessions.enter(fields, offset, rng)
+        event = factory.complete(fields, source, session)
+        if sessions is not None:
             sessions.follow(event, offset)
         ctx.events.setdefault(step.name, event)
         made.append((offset, event))
