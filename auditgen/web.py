@@ -60,9 +60,9 @@ class Mounted(Protocol):
     def resource(self, request: IRequest) -> IResource:
         """What answers this request, whose path after the mount point is request.postpath."""
 
-    def track(self, run: ScenarioRun, confirmations: Mapping[str, Deferred[Any] | None] | Handover) -> None:
-        """Score a scenario run the API started: an instant one's events were accepted, with their
-        confirms; a paced one's schedule started, its Handover tells of each event as it is accepted."""
+    def track(self, run: ScenarioRun, handover: Handover) -> None:
+        """Score a scenario run the API started: an instant one's events were accepted, its Handover
+        has their confirms; a paced one's schedule started, its Handover tells of each event as accepted."""
 
     def routes(self, path: str, method: str) -> bool:
         """Whether one of its routes takes this path (from the API's root) and method."""
@@ -408,7 +408,7 @@ class AuditAPI:
         self._scenarios.report(run)
         self._scenarios.track(plan, "instant", entries)
         if self._verdicts is not None:
-            self._verdicts.track(run, {e.event_id: e.confirmed for e in entries})
+            self._verdicts.track(run, Handover({e.event_id: e.confirmed for e in entries}))
         answer = {
             **self._run_answer(plan, "instant"),
             "ends_at": run.expected["window"]["end"],

@@ -34,7 +34,7 @@ def test_detected_on_the_first_alert_with_time_to_detect() -> None:
     t, metrics = tracker(clock)
     run = FakeRun()
     confirms: dict[str, Deferred[Any]] = {e: Deferred() for e in run.event_ids}
-    tracked = t.track(run, confirms)
+    tracked = t.track(run, Handover(confirms))
     clock.advance(1.0)
     for d in confirms.values():
         d.callback(None)
@@ -95,7 +95,7 @@ def test_the_timeout_counts_from_the_last_confirm_and_can_be_set_per_run() -> No
     t, _ = tracker(clock)
     run = FakeRun()
     confirms: dict[str, Deferred[Any]] = {e: Deferred() for e in run.event_ids}
-    tracked = t.track(run, confirms, timeout=5.0)
+    tracked = t.track(run, Handover(confirms), timeout=5.0)
     clock.advance(100.0)
     assert tracked.verdict == "pending"  # not finished: the broker has not confirmed every event
     for d in confirms.values():
@@ -113,7 +113,7 @@ def test_an_alert_before_the_run_finished_decides_once_it_finishes() -> None:
     t, _ = tracker(clock)
     run = FakeRun()
     confirms: dict[str, Deferred[Any]] = {e: Deferred() for e in run.event_ids}
-    tracked = t.track(run, confirms)
+    tracked = t.track(run, Handover(confirms))
     confirms[run.event_ids[0]].callback(None)
     clock.advance(3.0)
     t.receive(platform_alert(run.event_ids[0]), "amqp")
@@ -198,7 +198,7 @@ def test_unconfirmed_event_counts_from_its_acceptance() -> None:
     t, _ = tracker(clock)
     run = FakeRun(events=1)
     confirm: Deferred[Any] = Deferred()
-    tracked = t.track(run, {run.event_ids[0]: confirm})
+    tracked = t.track(run, Handover({run.event_ids[0]: confirm}))
     clock.advance(1.0)
     confirm.cancel()
     confirm.addErrback(lambda _: None)

@@ -11,11 +11,9 @@ The API's token, body limit and JSON refusals apply as to every route: the API's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from klein import Klein
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -76,9 +74,9 @@ class VerdictRoutes:
         app = self.alerts_app if mount == "alerts" else self.campaigns_app
         return bool(app.url_map.bind("").test("/" + rest, method))
 
-    def track(self, run: ScenarioRun, confirmations: Mapping[str, Deferred[Any] | None] | Handover) -> None:
+    def track(self, run: ScenarioRun, handover: Handover) -> None:
         """A run started through POST /scenarios/{name}: score it too."""
-        self._tracker.track(run, confirmations)
+        self._tracker.track(run, handover)
 
     def _body(self, request: IRequest) -> bytes:
         """The body, under the API's rules: a JSON Content-Type, at most the body limit."""

@@ -209,7 +209,7 @@ class Tracker:
     def track(
         self,
         run: ScenarioRun,
-        confirmations: Mapping[str, Deferred[Any] | None] | Handover | None = None,
+        handover: Handover | None = None,
         *,
         timeout: float | None = None,
         expect: str | None = None,
@@ -217,17 +217,16 @@ class Tracker:
     ) -> TrackedRun:
         """Score this run, whose events were accepted now (or, with a paced Handover, start to be).
 
-        confirmations maps event ids to Deferreds that fire on the broker's confirm; an event without one
-        (the generator's, which nobody waits for) counts as confirmed now, and so does one whose Deferred
-        fails (the API stopped waiting for it: its confirm time is unknown, its acceptance is the best
-        guess). Given a Handover instead, an event counts only once the handover says it was accepted:
-        a paced run is finished when its last event is confirmed, not before.
+        The handover gives each event's confirm Deferred (None, or no handover at all: the generator's,
+        which nobody waits for, confirmed now); an event whose Deferred fails (the API stopped waiting for
+        it: its confirm time is unknown) counts as confirmed when accepted. A paced handover tells of its
+        events as they are accepted: the run is finished when its last event is confirmed, not before.
         """
         expect = expect or expectation(run)
         if expect not in EXPECTATIONS:
             raise ValueError(f"expect must be alert or quiet, not {expect!r}")
         now = self._clock.seconds()
-        handover = confirmations if isinstance(confirmations, Handover) else None
+        handover = handover or Handover()
         tracked = TrackedRun(
             scenario=run.scenario,
             scenario_id=run.scenario_id,
@@ -237,18 +236,17 @@ class Tracker:
             timeout=self.timeout if timeout is None else timeout,
             started=now,
             campaign_id=campaign_id,
-            delivery="paced" if handover is not None and handover.paced else "instant",
-            ends=None if handover is None else handover.ends,
+            delivery="paced" if handover.paced else "instant",
+            ends=handover.ends,
         )
         self._runs[tracked.scenario_id] = tracked
         for event_id in tracked.event_ids:
             self._by_event[event_id] = tracked
         self._changed(tracked)
-        if isinstance(confirmations, Handover):
-            confirmations.follow(lambda event_id, confirmed: self._accepted(tracked, event_id, confirmed))
-            return tracked
-        for event_id in tracked.event_ids:
-            self._accepted(tracked, event_id, (confirmations or {}).get(event_id))
+        if not handover.paced:  # every event accepted: one without a Deferred is confirmed now
+            for event_id in tracked.event_ids:
+                handover.accepted.setdefault(event_id, None)
+        handover.follow(lambda event_id, confirmed: self._accepted(tracked, event_id, confirmed))
         return tracked
 
     def _accepted(self, tracked: TrackedRun, event_id: str, confirmed: Deferred[Any] | None) -> None:
