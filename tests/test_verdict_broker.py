@@ -34,8 +34,8 @@ from auditgen.verdicts.starter import OutboxStarter
 from auditgen.verdicts.verdicts import Tracker
 from tests.support.analysis import AnalysisService, close, open_channel
 from tests.support.shared_broker import BROKER_HOST, BROKER_PORT, drain_queue, fresh_queue
-from tests.support.verdicts import Health
 from tests.support.waiting import reactor, wait_for
+from tests.support.web import FakeHealth
 
 CLI = str(Path(sys.executable).parent / "auditgen-campaign")
 # Until scenarios as data bring real near misses (issue 13), a run of a scenario the analysis service has
@@ -86,7 +86,7 @@ async def test_a_campaign_is_scored_from_the_pipelines_alerts(
     tracker = Tracker(reactor, metrics=metrics, timeout=60.0)
     campaigns = Campaigns(reactor, tracker, OutboxStarter(runner, outbox))
     api = AuditAPI(
-        EventFactory(Catalog.builtin()), outbox, Health(), metrics.registry, reactor, scenarios=runner,
+        EventFactory(Catalog.builtin()), outbox, FakeHealth(), metrics.registry, reactor, scenarios=runner,
         verdicts=VerdictRoutes(tracker, campaigns, reactor),
     )  # fmt: skip
     analysis = AnalysisService(reactor, BROKER_HOST, BROKER_PORT, queue_name, alerts_queue, RULE_WINDOW)

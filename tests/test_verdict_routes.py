@@ -22,7 +22,8 @@ from auditgen.verdicts.routes import VerdictRoutes
 from auditgen.verdicts.starter import OutboxStarter
 from auditgen.verdicts.verdicts import Tracker
 from auditgen.web import AuditAPI, openapi_document
-from tests.support.verdicts import Health, platform_alert
+from tests.support.verdicts import platform_alert
+from tests.support.web import FakeHealth, response_of
 
 JSON = {"content-type": ["application/json"]}
 
@@ -56,7 +57,7 @@ class Api:
         api = AuditAPI(
             EventFactory(Catalog.builtin()),
             self.outbox,
-            Health(),
+            FakeHealth(),
             metrics.registry,
             self.clock,
             scenarios=runner,
@@ -69,23 +70,9 @@ class Api:
     def call(self, method: str, path: str, body: Any = None, headers: Any = JSON) -> tuple[int, Any, Any]:
         data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
         d = self.stub.request(method, f"http://auditgen{path}", data=data, headers=headers)
-        self.stub.flush()
-        result: list[Any] = []
-        d.addBoth(result.append)
-        self.stub.flush()
-        assert result, "no answer"
-        response = result[0]
-        if not hasattr(response, "code"):
-            response.raiseException()
-        content: list[bytes] = []
-        response.content().addCallback(content.append)
-        self.stub.flush()
-        kind = (response.headers.getRawHeaders("content-type") or [""])[0]
-        return (
-            response.code,
-            json.loads(content[0]) if kind == "application/json" else content[0],
-            response.headers,
-        )
+        code, content, response_headers = response_of(self.stub, d)
+        kind = (response_headers.getRawHeaders("content-type") or [""])[0]
+        return code, json.loads(content) if kind == "application/json" else content, response_headers
 
     def confirm_all(self) -> None:
         while (entry := self.outbox.take()) is not None:

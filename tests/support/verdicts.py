@@ -61,16 +61,6 @@ def platform_alert(event_id: str, user: str = "mallory", host: str = "web-01") -
     }
 
 
-class Health:
-    """A broker link that is always up, for an AuditAPI the test builds."""
-
-    connected: bool = True
-    blocked: bool = False
-    unconfirmed: int = 0
-    last_error: str | None = None
-    address: str = "amqp://guest@127.0.0.1:5672/"
-
-
 class FakeStarter:
     """Prepares FakeRuns; refuses to send while busy; every event is confirmed as soon as it is sent."""
 

@@ -129,17 +129,23 @@ class Harness:
 
     def answer(self, d: Any) -> tuple[int, dict[str, Any], Any]:
         """The response's code, JSON body and headers; the response must have completed."""
-        self.stub.flush()
-        result: list[Any] = []
-        d.addBoth(result.append)
-        assert result, "no response yet"
-        response = result[0]
-        if not hasattr(response, "code"):
-            response.raiseException()
-        body: list[bytes] = []
-        response.content().addCallback(body.append)
-        self.stub.flush()
-        return response.code, json.loads(body[0]), response.headers
+        code, body, headers = response_of(self.stub, d)
+        return code, json.loads(body), headers
+
+
+def response_of(stub: StubTreq, d: Any) -> tuple[int, bytes, Any]:
+    """A StubTreq request's code, body and headers, once it has completed (a failure is raised)."""
+    stub.flush()
+    result: list[Any] = []
+    d.addBoth(result.append)
+    assert result, "no response yet"
+    response = result[0]
+    if not hasattr(response, "code"):
+        response.raiseException()
+    body: list[bytes] = []
+    response.content().addCallback(body.append)
+    stub.flush()
+    return response.code, body[0], response.headers
 
 
 def answered(d: Any) -> bool:
