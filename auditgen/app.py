@@ -313,6 +313,20 @@ READY = (
 STOPPED = "stopped: {confirmed} events confirmed by the broker, {left} events {where}"
 
 
+def _world_line(world: World | None, s: Settings) -> str:
+    """Which world events are drawn from, for the ready line."""
+    if world is None:
+        return "no world (AUDITGEN_WORLD=false)"
+    if s.world.file:
+        source = s.world.file
+    elif s.generator.seed:
+        source = f"seed {s.generator.seed!r}"
+    else:
+        source = "a random seed"
+    size = f"{len(world.hosts)} hosts and {len(world.people)} people"
+    return f"events drawn from a world of {size} ({source}; GET /world)"
+
+
 class Status:
     """The two lines an operator reads first: ready (what listens, where events go) and stopped."""
 
@@ -350,12 +364,8 @@ class Status:
         spool, replayed = s.outbox.spool_dir, self._outbox_service.replayed
         held = f"spool {spool} holding {replayed} events" if spool else "no spool (events wait in memory)"
         w = self._world
-        source = s.world.file or f"seed {s.generator.seed!r}" if s.generator.seed else "a random seed"
         return {
-            "world": "no world (AUDITGEN_WORLD=false)"
-            if w is None
-            else f"events drawn from a world of {len(w.hosts)} hosts and {len(w.people)} people ({source}; "
-            "GET /world)",
+            "world": _world_line(w, s),
             "world_hosts": None if w is None else len(w.hosts),
             "api": self._api.address(),
             "metrics": self._metrics_port.address(),

@@ -583,3 +583,20 @@ def test_people_work_in_their_hours_and_someone_is_on_call_when_nobody_is() -> N
             assert share >= 0.9, f"{when:%H:%M} UTC: only {share:.0%} of people's events by people at work"
             checked += 1
     assert checked >= 10
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({}, "a world of 12 hosts and 10 people (a random seed; GET /world)"),
+        ({"AUDITGEN_SEED": "demo"}, "(seed 'demo'; GET /world)"),
+        ({"AUDITGEN_WORLD_FILE": "w.yaml"}, "(w.yaml; GET /world)"),
+        ({"AUDITGEN_WORLD": "false"}, "no world (AUDITGEN_WORLD=false)"),
+    ],
+)
+def test_the_ready_line_names_the_world_events_come_from(env: dict[str, str], says: str) -> None:
+    """The ready line's world: built from a random seed or the seed, read from the file (with or without
+    a seed), or none."""
+    settings = load_settings({}, env, {})
+    world = None if not settings.world.enabled else build(settings.generator.seed)
+    assert says in app._world_line(world, settings)
