@@ -193,18 +193,20 @@ class Outbox:
         self._in_flight += 1
         return self._waiting.popleft()
 
-    def settle(self, entry: Entry) -> None:
-        """The broker confirmed the entry: it leaves the outbox (and the spool). The confirm window
-        counts it, once for a whole ack."""
-        self._in_flight -= 1
-        if self._spool is not None and entry.seq is not None:
-            self._bytes -= len(entry.body)
-            self._spool_refused = False
-            self._spool.remove(entry.seq)
-        if self._watcher is not None:
-            self._watcher(entry.body)
-        if entry.confirmed is not None:
-            entry.confirmed.callback(None)
+    def settle(self, *entries: Entry) -> None:
+        """The broker confirmed the entries (one ack may confirm hundreds): they leave the outbox (and
+        the spool). Counted once, and first: settling wakes whoever waits for these confirms."""
+        self._in_flight -= len(entries)
+        self._metrics.published_success.inc(len(entries))
+        for entry in entries:
+            if self._spool is not None and entry.seq is not None:
+                self._bytes -= len(entry.body)
+                self._spool_refused = False
+                self._spool.remove(entry.seq)
+            if self._watcher is not None:
+                self._watcher(entry.body)
+            if entry.confirmed is not None:
+                entry.confirmed.callback(None)
 
     def retry(self, entries: Iterable[Entry]) -> None:
         """Entries in flight go back to the head, in their order, for the next attempt."""

@@ -122,13 +122,12 @@ class ConfirmWindow:
             else:
                 acked.append(entry)
                 sent_at[sent] = sent_at.get(sent, 0) + 1
-        if acked:  # counted first: settling wakes whoever waits for these confirms
+        if acked:  # observed first: settling wakes whoever waits for these confirms
             for sent, count in sent_at.items():
                 self._metrics.confirm_latency.observe(now - sent, count)
-            self._metrics.published_success.inc(len(acked))
-            for entry in acked:
-                self._outbox.settle(entry)
-                if self._resent:
+            self._outbox.settle(*acked)
+            if self._resent:
+                for entry in acked:
                     self._routed_again(entry)
         if nack:
             self._metrics.published_failure.inc(len(again))
